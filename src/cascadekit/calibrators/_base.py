@@ -1,0 +1,48 @@
+"""Pieces shared by the calibrators: fitted-state checks and the per-stage prices of each action."""
+
+from __future__ import annotations
+
+import torch
+
+from cascadekit._validation import check_bool, check_scores
+from cascadekit.exceptions import CascadeInputError, NotFittedError
+from cascadekit.protocols import CostModel, Stage
+
+
+def check_fitted(obj: object, attr: str, fit_call: str = "fit(scores, correct)", use: str = "decide") -> None:
+    """Raise :class:`NotFittedError` when ``obj`` has no ``attr`` yet (it is set by ``fit``)."""
+    if not hasattr(obj, attr):
+        name = type(obj).__name__
+        msg = f"This {name} instance is not fitted yet. Call `{name}.{fit_call}` on calibration data before `{use}`."
+        raise NotFittedError(msg)
+
+
+def check_stage(owner: str, stage: object) -> Stage:
+    if stage not in ("pre", "post"):
+        msg = f"{owner}: `stage` must be 'pre' (run / skip) or 'post' (answer / abstain), got {stage!r}."
+        raise CascadeInputError(msg)
+    return "pre" if stage == "pre" else "post"
+
+
+def check_fit_inputs(owner: str, scores: torch.Tensor, correct: torch.Tensor) -> None:
+    check_scores(owner, scores)
+    check_bool(owner, correct, "correct", scores.numel())
+    if scores.numel() == 0:
+        msg = f"{owner}: cannot fit on empty calibration data (got 0 scores)."
+        raise CascadeInputError(msg)
+    if correct.device != scores.device:
+        msg = f"{owner}: `scores` is on {scores.device} but `correct` is on {correct.device}."
+        raise CascadeInputError(msg)
+
+
+def stage_costs(cost: CostModel, correct: torch.Tensor, stage: Stage) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-item cost of going ahead and of holding back at ``stage``, each shape (n,).
+
+    Going ahead runs the model and uses its answer. Holding back skips it (``"pre"``) or runs it and
+    abstains (``"post"``, so the inference cost appears on both sides and cancels in comparisons).
+    """
+    yes = torch.ones_like(correct)
+    no = torch.zeros_like(correct)
+    accept = cost.item_costs(yes, yes, correct)
+    reject = cost.item_costs(yes if stage == "post" else no, no, correct)
+    return accept, reject

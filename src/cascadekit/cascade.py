@@ -1,0 +1,277 @@
+"""Cascade: pre-inference gate -> model -> post-inference gate, each decision calibrated, all priced."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+
+from cascadekit._validation import check_log_probs, check_scores
+from cascadekit.calibrators import make_calibrator
+from cascadekit.calibrators._base import check_fitted
+from cascadekit.cost import CostBreakdown
+from cascadekit.exceptions import CascadeInputError
+from cascadekit.items import ChoiceItems
+from cascadekit.protocols import Calibrator, CostModel, Gate, Model, Stage
+
+__all__ = ["DECISIONS", "Cascade", "CascadeResult"]
+
+#: Per-item outcome codes of :attr:`CascadeResult.decision`.
+DECISIONS = ("skip", "abstain", "answer")
+
+CalibratorSpec = Calibrator | str | Mapping[str, Calibrator | str]
+
+
+@dataclass(frozen=True)
+class CascadeResult:
+    """What a fitted :class:`Cascade` did with n items (k options each).
+
+    Attributes
+    ----------
+    ids : tuple of str, length n
+    ran, answered : torch.Tensor of bool, shape (n,)
+        Whether the model ran; whether its answer was used (implies ``ran``).
+    prediction : torch.Tensor of int64, shape (n,)
+        The model's top option where it ran, -1 where it was skipped.
+    log_probs : torch.Tensor, shape (n, k)
+        The model's option log-probs, NaN rows where it was skipped.
+    pre_scores, post_scores : torch.Tensor, shape (n,), or None
+        Gate scores (None without that gate; ``post_scores`` is NaN where the model did not run).
+    correct : torch.Tensor of bool, shape (n,), or None
+        ``prediction`` is right (False where skipped); None for unlabelled items.
+    item_costs : torch.Tensor, shape (n,)
+        Cost of each item, gate costs included. For unlabelled items wrong answers cannot be
+        priced, so it holds inference, skip and gate costs only.
+    breakdown : CostBreakdown or None
+        Totals (None for unlabelled items).
+    """
+
+    ids: tuple[str, ...]
+    ran: torch.Tensor
+    answered: torch.Tensor
+    prediction: torch.Tensor
+    log_probs: torch.Tensor
+    pre_scores: torch.Tensor | None
+    post_scores: torch.Tensor | None
+    correct: torch.Tensor | None
+    item_costs: torch.Tensor
+    breakdown: CostBreakdown | None
+
+    @property
+    def decision(self) -> torch.Tensor:
+        """Outcome code per item (n,), int64: 0 skip, 1 abstain, 2 answer (see :data:`DECISIONS`)."""
+        return self.ran.to(torch.int64) + self.answered.to(torch.int64)
+
+    @property
+    def answer(self) -> torch.Tensor:
+        """The answer given per item (n,): ``prediction`` where answered, else -1."""
+        return torch.where(self.answered, self.prediction, torch.full_like(self.prediction, -1))
+
+    @property
+    def total_cost(self) -> float:
+        """Sum of ``item_costs``."""
+        return float(self.item_costs.to(torch.float64).sum())
+
+
+class Cascade:
+    """Decide per item whether to run the model (pre-gate) and whether to use its answer (post-gate).
+
+    Parameters
+    ----------
+    model : Model
+        The model that answers (e.g. :class:`~cascadekit.HFChoiceModel`, :class:`~cascadekit.RecordedModel`).
+    cost : CostModel
+        Prices of runs, skips / abstentions and wrong answers (e.g. :class:`~cascadekit.LinearCost`).
+    pre_gate : Gate, optional
+        A ``stage="pre"`` gate scoring items before the model runs; without it, every item runs.
+    post_gate : Gate, optional
+        A ``stage="post"`` gate scoring the model's output; without it, every answer is used.
+    calibrator : Calibrator, str or mapping, default "threshold"
+        How each gate's score becomes a decision. A name (see :data:`cascadekit.calibrators.CALIBRATORS`)
+        is built per stage with this cascade's ``cost``; an instance is copied before fitting (your
+        object stays unfitted); with both gates, pass ``{"pre": ..., "post": ...}``.
+
+    Attributes
+    ----------
+    pre_calibrator_, post_calibrator_ : Calibrator or None
+        The fitted calibrators (None where there is no gate).
+    n_calibration_ : int
+
+    Examples
+    --------
+    >>> import cascadekit as ck
+    >>> items = ck.datasets.load_shipped_items()
+    >>> model = ck.RecordedModel(ck.datasets.load_recording("qwen2.5-1.5b"))
+    >>> cascade = ck.Cascade(model, ck.LinearCost(1, 3, 6), post_gate=ck.MaxProbGate())
+    >>> cascade = cascade.fit(items.take(range(0, 4000, 2)))
+    >>> result = cascade.run(items.take(range(1, 4000, 2)))
+    >>> result.breakdown.n_items
+    2000
+    """
+
+    def __init__(
+        self,
+        model: Model,
+        cost: CostModel,
+        pre_gate: Gate | None = None,
+        post_gate: Gate | None = None,
+        calibrator: CalibratorSpec = "threshold",
+    ) -> None:
+        self.model = model
+        self.cost = cost
+        self.pre_gate = pre_gate
+        self.post_gate = post_gate
+        self.calibrator = calibrator
+
+    # ------------------------------------------------------------------ helpers
+
+    def _validate(self) -> None:
+        for stage, gate in (("pre", self.pre_gate), ("post", self.post_gate)):
+            if gate is None:
+                continue
+            if not isinstance(gate, Gate):
+                msg = f"Cascade: `{stage}_gate` must satisfy the Gate protocol (stage, cost, score), got {gate!r}."
+                raise CascadeInputError(msg)
+            if gate.stage != stage:
+                msg = f"Cascade: `{stage}_gate` must have stage={stage!r}, but {gate!r} has stage={gate.stage!r}."
+                raise CascadeInputError(msg)
+        if not isinstance(self.model, Model):
+            msg = f"Cascade: `model` must satisfy the Model protocol (name, score), got {self.model!r}."
+            raise CascadeInputError(msg)
+
+    def _make(self, stage: Stage) -> Calibrator:
+        spec = self.calibrator
+        if isinstance(spec, Mapping):
+            if stage not in spec:
+                msg = f"Cascade: `calibrator` mapping has no entry for stage {stage!r} (keys: {sorted(spec)})."
+                raise CascadeInputError(msg)
+            spec = spec[stage]
+        elif not isinstance(spec, str) and self.pre_gate is not None and self.post_gate is not None:
+            msg = "Cascade: with both gates, pass `calibrator` as a name or as {'pre': ..., 'post': ...}."
+            raise CascadeInputError(msg)
+        if isinstance(spec, str):
+            return make_calibrator(spec, cost=self.cost, stage=stage)
+        if not isinstance(spec, Calibrator):
+            msg = f"Cascade: `calibrator` must be a Calibrator, a name or a mapping, got {spec!r}."
+            raise CascadeInputError(msg)
+        own_stage = getattr(spec, "stage", stage)
+        if own_stage != stage:
+            msg = f"Cascade: the calibrator {spec!r} has stage={own_stage!r} but decides the {stage!r} gate."
+            raise CascadeInputError(msg)
+        return copy.deepcopy(spec)
+
+    def _gate_scores(self, stage: Stage, items: ChoiceItems, log_probs: torch.Tensor | None) -> torch.Tensor:
+        gate = self.pre_gate if stage == "pre" else self.post_gate
+        assert gate is not None
+        scores = gate.score(items, log_probs)
+        check_scores(f"Cascade ({stage}_gate {gate!r})", scores)
+        if scores.numel() != len(items):
+            msg = f"Cascade: {stage}_gate returned {scores.numel()} scores for {len(items)} items."
+            raise CascadeInputError(msg)
+        return scores
+
+    # ------------------------------------------------------------------ API
+
+    def fit(self, items: ChoiceItems, log_probs: torch.Tensor | None = None) -> Cascade:
+        """Fit each stage's calibrator on labelled calibration ``items``.
+
+        Parameters
+        ----------
+        items : ChoiceItems
+            n labelled calibration items.
+        log_probs : torch.Tensor, shape (n, k), optional
+            The model's option log-probs on ``items`` if already known (a recording, logs of a
+            deployed model); otherwise the model scores them.
+
+        Notes
+        -----
+        The post-gate calibrator is fitted on the items the fitted pre-gate lets through (those
+        it will see), or on all items if it lets none through.
+        """
+        self._validate()
+        labels = items.require_answers("Cascade.fit")
+        if len(items) == 0:
+            msg = "Cascade.fit: got 0 calibration items."
+            raise CascadeInputError(msg)
+        if log_probs is None:
+            log_probs = self.model.score(items).log_probs
+        else:
+            check_log_probs("Cascade.fit", log_probs, len(items))
+            if log_probs.shape[1] != items.n_choices:
+                msg = (
+                    f"Cascade.fit: `log_probs` has {log_probs.shape[1]} columns but items have "
+                    f"{items.n_choices} choices."
+                )
+                raise CascadeInputError(msg)
+        correct = log_probs.argmax(dim=1) == labels.to(log_probs.device)
+        passed = torch.ones_like(correct)
+        self.pre_calibrator_: Calibrator | None = None
+        self.post_calibrator_: Calibrator | None = None
+        if self.pre_gate is not None:
+            scores = self._gate_scores("pre", items, None)
+            self.pre_calibrator_ = self._make("pre").fit(scores, correct)
+            passed = self.pre_calibrator_.decide(scores)
+        if self.post_gate is not None:
+            scores = self._gate_scores("post", items, log_probs)
+            use = passed if bool(passed.any()) else torch.ones_like(passed)
+            self.post_calibrator_ = self._make("post").fit(scores[use], correct[use])
+        self.n_calibration_ = len(items)
+        return self
+
+    def run(self, items: ChoiceItems) -> CascadeResult:
+        """Decide every item, run the model only where the pre-gate allows, and price the outcome."""
+        check_fitted(self, "n_calibration_", "fit(items)", "run")
+        n, k = len(items), items.n_choices
+        gate_costs = torch.zeros(n)
+        pre_scores = post_scores = None
+        ran = torch.ones(n, dtype=torch.bool)
+        if self.pre_gate is not None and self.pre_calibrator_ is not None:
+            pre_scores = self._gate_scores("pre", items, None)
+            ran = self.pre_calibrator_.decide(pre_scores).cpu()
+            gate_costs += self.pre_gate.cost
+        run_idx = ran.nonzero().flatten()
+        run_items = items.take(run_idx)
+        out = self.model.score(run_items)
+        log_probs = torch.full((n, k), float("nan"), dtype=out.log_probs.dtype)
+        log_probs[run_idx] = out.log_probs.cpu()
+        prediction = torch.full((n,), -1, dtype=torch.int64)
+        prediction[run_idx] = out.log_probs.argmax(dim=1).cpu()
+        n_tokens = torch.zeros(n, dtype=torch.int64)
+        n_tokens[run_idx] = out.n_tokens.cpu()
+        answered = ran.clone()
+        if self.post_gate is not None and self.post_calibrator_ is not None:
+            post_scores = torch.full((n,), float("nan"))
+            if len(run_items):
+                s = self._gate_scores("post", run_items, out.log_probs)
+                post_scores = post_scores.to(s.dtype)
+                post_scores[run_idx] = s.cpu()
+                answered[run_idx] = self.post_calibrator_.decide(s).cpu()
+            gate_costs[run_idx] += self.post_gate.cost
+        correct = None
+        breakdown = None
+        if items.answers is not None:
+            correct = prediction == items.answers
+            costs = self.cost.item_costs(ran, answered, correct, n_tokens) + gate_costs
+            breakdown = self.cost.breakdown(ran, answered, correct, n_tokens, gate_costs)
+        else:
+            costs = self.cost.item_costs(ran, answered, torch.ones_like(ran), n_tokens) + gate_costs
+        return CascadeResult(
+            ids=items.ids,
+            ran=ran,
+            answered=answered,
+            prediction=prediction,
+            log_probs=log_probs,
+            pre_scores=pre_scores,
+            post_scores=post_scores,
+            correct=correct,
+            item_costs=costs,
+            breakdown=breakdown,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Cascade(model={self.model!r}, cost={self.cost!r}, pre_gate={self.pre_gate!r}, "
+            f"post_gate={self.post_gate!r}, calibrator={self.calibrator!r})"
+        )

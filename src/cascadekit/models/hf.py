@@ -1,0 +1,264 @@
+"""Score multiple-choice items with a Hugging Face ``transformers`` causal language model."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+
+from cascadekit.exceptions import CascadeInputError
+from cascadekit.items import ChoiceItems
+from cascadekit.prompts import LETTERS, mmlu_prompts
+from cascadekit.protocols import ModelOutput
+
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = ["HFChoiceModel", "cpu_supports_bf16", "resolve_dtype"]
+
+PaddingSide = Literal["left", "right"]
+
+
+@functools.cache
+def cpu_supports_bf16() -> bool:
+    """Whether this CPU has native bf16 matmul (AVX512-BF16 or AMX-BF16), read from /proc/cpuinfo."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: str | torch.device) -> torch.dtype:
+    """Turn ``"auto"`` into bf16 where the device computes it natively, else float32."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        dev = torch.device(device)
+        if dev.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if cpu_supports_bf16() else torch.float32
+    names = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if dtype not in names:
+        msg = f"resolve_dtype: `dtype` must be 'auto', one of {sorted(names)} or a torch.dtype, got {dtype!r}."
+        raise CascadeInputError(msg)
+    return names[dtype]
+
+
+class HFChoiceModel:
+    """A causal LM that answers multiple-choice items in one forward pass per item.
+
+    The prompt is the standard MMLU one (subject header, optional solved exemplars, question,
+    lettered options, ``"Answer:"``). The score of option j is the log-softmax, over the k option
+    letters only, of the next-token logits of ``" A"``, ``" B"``, ... at the last prompt position.
+    Only that position's hidden state is projected, and only onto the k letter rows of the output
+    embedding. Items are sorted by length and batched to minimise padding; output rows follow
+    the input order.
+
+    Parameters
+    ----------
+    model : transformers.PreTrainedModel
+        A loaded causal LM (``AutoModelForCausalLM``), in eval mode.
+    tokenizer : transformers.PreTrainedTokenizerBase
+        Its tokenizer; every option letter with a leading space must be a single token.
+    name : str, optional
+        Label used in results and recordings (default: the model's ``name_or_path``).
+    n_shots : int, default 0
+        Solved exemplars per prompt, taken from ``exemplars``.
+    exemplars : mapping subject -> ChoiceItems, optional
+        Labelled exemplars (MMLU dev), see :func:`cascadekit.datasets.mmlu_exemplars`.
+    batch_size : int, default 8
+        Items per forward pass.
+    padding_side : {"right", "left"}, default "right"
+        Where padding goes inside a batch; both give the same scores.
+
+    Examples
+    --------
+    >>> model = HFChoiceModel.from_pretrained("Qwen/Qwen2.5-1.5B-Instruct")  # doctest: +SKIP
+    >>> out = model.score(items)  # doctest: +SKIP
+    >>> out.log_probs.shape  # doctest: +SKIP
+    torch.Size([n, 4])
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        name: str | None = None,
+        n_shots: int = 0,
+        exemplars: Mapping[str, ChoiceItems] | None = None,
+        batch_size: int = 8,
+        padding_side: PaddingSide = "right",
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.name = name if name is not None else str(getattr(model, "name_or_path", type(model).__name__))
+        self.n_shots = n_shots
+        self.exemplars = exemplars
+        self.batch_size = batch_size
+        self.padding_side = padding_side
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path,
+        *,
+        gguf_file: str | None = None,
+        dtype: str | torch.dtype = "auto",
+        device: str | torch.device = "cpu",
+        gguf_dequantize: bool | None = None,
+        **kwargs: Any,
+    ) -> HFChoiceModel:
+        """Load a hub id, a local folder, or a GGUF file (``path/to/x.gguf`` or folder + ``gguf_file``).
+
+        GGUF files need ``pip install gguf accelerate``. ``gguf_dequantize=None`` unpacks the
+        quantised weights into a dense model when ``dtype`` resolves to bf16/fp16 (native matmul,
+        measured ~15% faster than the packed float32 kernels on an AMX CPU) and keeps them packed
+        for float32. Remaining keyword arguments go to :class:`HFChoiceModel`.
+        """
+        try:
+            from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415
+        except ImportError as err:  # pragma: no cover - depends on the environment
+            msg = "HFChoiceModel.from_pretrained needs transformers: pip install 'cascadekit[hf]'."
+            raise ImportError(msg) from err
+        source = str(name_or_path)
+        if gguf_file is None and source.endswith(".gguf"):
+            path = Path(source)
+            if not path.is_file():
+                msg = f"HFChoiceModel.from_pretrained: GGUF file {source!r} does not exist."
+                raise CascadeInputError(msg)
+            source, gguf_file = str(path.parent), path.name
+        torch_dtype = resolve_dtype(dtype, device)
+        extra: dict[str, Any] = {} if gguf_file is None else {"gguf_file": gguf_file}
+        tokenizer = AutoTokenizer.from_pretrained(source, **extra)
+        model_extra = dict(extra)
+        if gguf_file is not None:
+            from transformers import GgufConfig  # noqa: PLC0415
+
+            dequantize = torch_dtype != torch.float32 if gguf_dequantize is None else gguf_dequantize
+            model_extra["quantization_config"] = GgufConfig(dequantize=dequantize)
+        model: Any = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **model_extra)
+        model.to(device)
+        model.eval()
+        name = kwargs.pop("name", gguf_file or str(name_or_path))
+        return cls(model, tokenizer, name=name, **kwargs)
+
+    # ------------------------------------------------------------------ helpers
+
+    def option_token_ids(self, k: int) -> list[int]:
+        """Token ids of ``" A"``, ``" B"``, ... for k options; each must be one token."""
+        ids = []
+        for letter in LETTERS[:k]:
+            toks = self.tokenizer.encode(f" {letter}", add_special_tokens=False)
+            if len(toks) != 1:
+                msg = (
+                    f"HFChoiceModel: the tokenizer splits option {letter!r} (with its leading space) into "
+                    f"{len(toks)} tokens {toks}; scoring needs one token per option letter."
+                )
+                raise CascadeInputError(msg)
+            ids.append(int(toks[0]))
+        return ids
+
+    def tokenize(self, items: ChoiceItems) -> list[list[int]]:
+        """Token ids of every item's full prompt."""
+        prefixes, suffixes = mmlu_prompts(items, self.n_shots, self.exemplars)
+        enc = self.tokenizer([p + s for p, s in zip(prefixes, suffixes, strict=True)])
+        return [list(map(int, ids)) for ids in enc["input_ids"]]
+
+    def _validate(self) -> None:
+        if self.batch_size < 1:
+            msg = f"HFChoiceModel: `batch_size` must be >= 1, got {self.batch_size}."
+            raise CascadeInputError(msg)
+        if self.padding_side not in ("left", "right"):
+            msg = f"HFChoiceModel: `padding_side` must be 'left' or 'right', got {self.padding_side!r}."
+            raise CascadeInputError(msg)
+
+    def _batches(self, lengths: list[int]) -> Iterator[list[int]]:
+        order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+        for start in range(0, len(order), self.batch_size):
+            yield order[start : start + self.batch_size]
+
+    def _pad(self, seqs: list[list[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        width = max(len(s) for s in seqs)
+        pad_id = self.tokenizer.pad_token_id
+        if pad_id is None:
+            pad_id = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
+        ids = torch.full((len(seqs), width), int(pad_id), dtype=torch.int64)
+        mask = torch.zeros((len(seqs), width), dtype=torch.int64)
+        for r, s in enumerate(seqs):
+            if self.padding_side == "right":
+                ids[r, : len(s)] = torch.tensor(s)
+                mask[r, : len(s)] = 1
+            else:
+                ids[r, width - len(s) :] = torch.tensor(s)
+                mask[r, width - len(s) :] = 1
+        positions = (mask.cumsum(1) - 1).clamp(min=0)
+        return ids.to(device), mask.to(device), positions.to(device)
+
+    def _head(self, hidden: torch.Tensor, option_ids: list[int]) -> torch.Tensor:
+        """Logits of the option tokens from final hidden states ``(b, d)``, in float32."""
+        head: nn.Module = self.model.get_output_embeddings()
+        weight = getattr(head, "weight", None)
+        if not isinstance(weight, torch.Tensor):  # pragma: no cover - exotic heads
+            full: torch.Tensor = head(hidden)
+            return full.float()[:, option_ids]
+        rows = torch.tensor(option_ids, device=weight.device)
+        logits = hidden.float() @ weight.index_select(0, rows).float().T
+        bias = getattr(head, "bias", None)
+        if isinstance(bias, torch.Tensor):
+            logits = logits + bias.index_select(0, rows).float()
+        config = self.model.config
+        scale = getattr(config, "logit_scale", None)
+        if isinstance(scale, int | float):
+            logits = logits * float(scale)
+        cap = getattr(config, "final_logit_softcapping", None)
+        if isinstance(cap, int | float) and cap > 0:
+            logits = torch.tanh(logits / cap) * cap
+        return logits
+
+    @torch.inference_mode()
+    def _forward_last(self, seqs: list[list[int]], option_ids: list[int]) -> torch.Tensor:
+        device = next(self.model.parameters()).device
+        ids, mask, positions = self._pad(seqs, device)
+        decoder = self.model.get_decoder()
+        out = decoder(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False)
+        hidden = out.last_hidden_state
+        if self.padding_side == "right":
+            last = mask.sum(1) - 1
+        else:
+            last = torch.full((len(seqs),), ids.shape[1] - 1, device=device)
+        h_last = hidden[torch.arange(len(seqs), device=device), last]
+        return self._head(h_last, option_ids)
+
+    # ------------------------------------------------------------------ API
+
+    def score(self, items: ChoiceItems) -> ModelOutput:
+        """Option log-probs ``(n, k)`` (float32, on CPU) and prompt token counts ``(n,)``."""
+        log_probs = torch.empty((len(items), items.n_choices), dtype=torch.float32)
+        n_tokens = torch.empty((len(items),), dtype=torch.int64)
+        for positions, out in self.iter_scores(items):
+            rows = torch.tensor(positions)
+            log_probs[rows] = out.log_probs
+            n_tokens[rows] = out.n_tokens
+        return ModelOutput(log_probs, n_tokens)
+
+    def iter_scores(self, items: ChoiceItems) -> Iterator[tuple[list[int], ModelOutput]]:
+        """Score batch by batch, yielding ``(positions, output)`` as each batch finishes.
+
+        ``positions`` are the rows of ``items`` the batch covers (batches go shortest first);
+        the resumable recorder writes each batch as it arrives.
+        """
+        self._validate()
+        if len(items) == 0:
+            return
+        seqs = self.tokenize(items)
+        lengths = [len(s) for s in seqs]
+        option_ids = self.option_token_ids(items.n_choices)
+        for batch in self._batches(lengths):
+            logits = self._forward_last([seqs[i] for i in batch], option_ids)
+            lp = torch.log_softmax(logits, dim=-1).cpu()
+            yield batch, ModelOutput(lp, torch.tensor([lengths[i] for i in batch], dtype=torch.int64))

@@ -1,0 +1,154 @@
+"""Contract checks every built-in (and any user-written) calibrator, gate and model must pass.
+
+Like ``sklearn.utils.estimator_checks``: call ``check_calibrator(obj)``, ``check_gate(obj, items)``
+or ``check_model(obj, items)`` in your own tests; each raises ``AssertionError`` naming the broken
+rule, and returns nothing when all hold.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import torch
+
+from cascadekit.exceptions import CascadeInputError, NotFittedError
+from cascadekit.items import ChoiceItems
+from cascadekit.protocols import Calibrator, Gate, Model
+
+__all__ = ["check_calibrator", "check_gate", "check_model"]
+
+
+def _expect_error(what: str, fn: Callable[[], object], errors: tuple[type[Exception], ...]) -> str:
+    expected = ", ".join(e.__name__ for e in errors)
+    try:
+        fn()
+    except errors as err:
+        message = str(err)
+        assert message, f"{what}: the error has no message"
+        return message
+    except Exception as other:  # noqa: BLE001 - any other exception breaks the contract
+        raise AssertionError(f"{what}: expected {expected}, got {type(other).__name__}: {other}") from other
+    raise AssertionError(f"{what}: expected {expected}, nothing was raised")
+
+
+def _calibration_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores in [0, 1] with P(correct | s) = s: enough signal for every calibrator to choose."""
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.rand(n, generator=g, dtype=torch.float64)
+    correct = torch.rand(n, generator=g, dtype=torch.float64) < scores
+    return scores, correct
+
+
+def check_calibrator(calibrator: Calibrator, n: int = 2000, seed: int = 0) -> None:
+    """Check the :class:`~cascadekit.protocols.Calibrator` contract on an *unfitted* instance.
+
+    Rules: satisfies the protocol; ``decide`` before ``fit`` raises :class:`NotFittedError` naming
+    ``fit``; ``fit`` returns ``self``; decisions are a bool tensor of the input's length and device;
+    float32 and float64 scores give the same decisions; fitting on permuted calibration data and
+    deciding permuted scores give the permuted decisions; NaN scores, 2-D scores, empty data,
+    non-bool or mismatched ``correct`` raise :class:`CascadeInputError`; refitting is deterministic.
+    """
+    name = type(calibrator).__name__
+    assert isinstance(calibrator, Calibrator), f"{name} does not satisfy the Calibrator protocol"
+    fresh = copy.deepcopy(calibrator)
+    scores, correct = _calibration_data(n, seed)
+    msg = _expect_error(f"{name}.decide before fit", lambda: fresh.decide(scores), (NotFittedError,))
+    assert "fit" in msg, f"{name}: the NotFittedError should say to call fit first, got {msg!r}"
+
+    fitted = copy.deepcopy(calibrator)
+    assert fitted.fit(scores, correct) is fitted, f"{name}.fit must return self"
+    test = torch.linspace(0, 1, 257, dtype=torch.float64)
+    decided = fitted.decide(test)
+    assert isinstance(decided, torch.Tensor), f"{name}.decide must return a tensor"
+    assert decided.dtype == torch.bool, f"{name}.decide must return bool, got {decided.dtype}"
+    assert decided.shape == test.shape, f"{name}.decide shape {tuple(decided.shape)} != {tuple(test.shape)}"
+    assert decided.device == test.device, f"{name}.decide moved the result to {decided.device}"
+    assert torch.equal(fitted.decide(test.float()), decided), f"{name}: float32 and float64 scores disagree"
+    assert fitted.decide(test[:0]).shape == (0,), f"{name}.decide on 0 scores must return shape (0,)"
+
+    again = copy.deepcopy(calibrator).fit(scores, correct)
+    assert torch.equal(again.decide(test), decided), f"{name}: refitting on the same data changed decisions"
+
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1))
+    permuted = copy.deepcopy(calibrator).fit(scores[perm], correct[perm])
+    assert torch.equal(permuted.decide(test), decided), f"{name}: fit depends on the order of calibration items"
+    test_perm = torch.randperm(test.numel(), generator=torch.Generator().manual_seed(seed + 2))
+    assert torch.equal(fitted.decide(test[test_perm]), decided[test_perm]), f"{name}.decide is not row-wise"
+
+    bad_cases: list[tuple[str, Callable[[], object]]] = [
+        ("NaN scores in fit", lambda: copy.deepcopy(calibrator).fit(torch.full((5,), float("nan")), correct[:5])),
+        ("NaN scores in decide", lambda: fitted.decide(torch.tensor([0.5, float("nan")]))),
+        ("2-D scores", lambda: copy.deepcopy(calibrator).fit(scores.reshape(-1, 2), correct)),
+        ("empty calibration data", lambda: copy.deepcopy(calibrator).fit(scores[:0], correct[:0])),
+        ("float `correct`", lambda: copy.deepcopy(calibrator).fit(scores, correct.double())),
+        ("length mismatch", lambda: copy.deepcopy(calibrator).fit(scores, correct[:-1])),
+        ("integer scores", lambda: fitted.decide(torch.tensor([1, 0]))),
+    ]
+    for what, fn in bad_cases:
+        _expect_error(f"{name}: {what}", fn, (CascadeInputError,))
+
+
+def check_gate(gate: Gate, items: ChoiceItems, log_probs: torch.Tensor | None = None) -> None:
+    """Check the :class:`~cascadekit.protocols.Gate` contract on ``items`` (and ``log_probs`` for post gates).
+
+    Rules: satisfies the protocol, ``stage`` is "pre" or "post", ``cost`` >= 0; scores are a
+    float (n,) tensor without NaN; permuting the batch permutes the scores; a post gate keeps the
+    dtype of ``log_probs`` (float32 and float64), and raises :class:`CascadeInputError` without
+    ``log_probs`` or with a row count that does not match the items.
+    """
+    name = type(gate).__name__
+    assert isinstance(gate, Gate), f"{name} does not satisfy the Gate protocol"
+    assert gate.stage in ("pre", "post"), f"{name}.stage must be 'pre' or 'post', got {gate.stage!r}"
+    assert gate.cost >= 0, f"{name}.cost must be >= 0, got {gate.cost!r}"
+    n = len(items)
+    assert n >= 2, "check_gate needs at least 2 items"
+    if gate.stage == "post":
+        assert log_probs is not None, f"check_gate: post gate {name} needs `log_probs`"
+    scores = gate.score(items, log_probs)
+    assert isinstance(scores, torch.Tensor), f"{name}.score must return a tensor"
+    assert scores.shape == (n,), f"{name}.score shape {tuple(scores.shape)} != ({n},)"
+    assert scores.dtype.is_floating_point, f"{name}.score must be floating, got {scores.dtype}"
+    assert not torch.isnan(scores).any(), f"{name}.score returned NaN"
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+    permuted = gate.score(items.take(perm), None if log_probs is None else log_probs[perm])
+    torch.testing.assert_close(permuted, scores[perm], msg=f"{name}.score depends on batch order")
+    if gate.stage == "post":
+        assert log_probs is not None
+        for dtype in (torch.float32, torch.float64):
+            out = gate.score(items, log_probs.to(dtype))
+            assert out.dtype == dtype, f"{name}.score turned {dtype} log-probs into {out.dtype} scores"
+        _expect_error(f"{name}: missing log_probs", lambda: gate.score(items, None), (CascadeInputError,))
+        _expect_error(f"{name}: row mismatch", lambda: gate.score(items, log_probs[:-1]), (CascadeInputError,))
+        nan_lp = log_probs.clone()
+        nan_lp[0, 0] = float("nan")
+        _expect_error(f"{name}: NaN log_probs", lambda: gate.score(items, nan_lp), (CascadeInputError,))
+
+
+def check_model(model: Model, items: ChoiceItems, atol: float = 1e-5) -> None:
+    """Check the :class:`~cascadekit.protocols.Model` contract on ``items``.
+
+    Rules: satisfies the protocol; ``log_probs`` is a float (n, k) tensor whose rows are
+    log-probabilities (logsumexp 0 within ``atol``); ``n_tokens`` is an int64 (n,) tensor of
+    positive counts; scoring a permuted batch gives the permuted rows (within ``atol``); a
+    sub-batch gives the same rows as the full batch; an empty batch gives 0 rows.
+    """
+    name = type(model).__name__
+    assert isinstance(model, Model), f"{name} does not satisfy the Model protocol"
+    n, k = len(items), items.n_choices
+    out = model.score(items)
+    assert out.log_probs.shape == (n, k), f"{name}: log_probs shape {tuple(out.log_probs.shape)} != ({n}, {k})"
+    assert out.log_probs.dtype.is_floating_point, f"{name}: log_probs must be floating"
+    sums = torch.logsumexp(out.log_probs.double(), dim=1)
+    torch.testing.assert_close(sums, torch.zeros_like(sums), atol=atol * 10, rtol=0, msg=f"{name}: rows not normalised")
+    assert out.n_tokens.shape == (n,), f"{name}: n_tokens shape {tuple(out.n_tokens.shape)} != ({n},)"
+    assert out.n_tokens.dtype == torch.int64, f"{name}: n_tokens must be int64, got {out.n_tokens.dtype}"
+    assert bool((out.n_tokens > 0).all()), f"{name}: n_tokens must be positive"
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+    permuted = model.score(items.take(perm))
+    torch.testing.assert_close(permuted.log_probs, out.log_probs[perm], atol=atol, rtol=0, msg=f"{name}: order")
+    assert torch.equal(permuted.n_tokens, out.n_tokens[perm]), f"{name}: n_tokens depend on batch order"
+    half = model.score(items.take(range(0, n, 2)))
+    torch.testing.assert_close(half.log_probs, out.log_probs[0::2], atol=atol, rtol=0, msg=f"{name}: sub-batch")
+    empty = model.score(items.take([]))
+    assert empty.log_probs.shape[0] == 0, f"{name}: an empty batch must give 0 rows"
