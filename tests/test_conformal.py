@@ -190,3 +190,43 @@ def test_custom_grid_and_bad_settings() -> None:
     ]:
         with pytest.raises(CascadeInputError, match=field):
             ConformalCalibrator(**kwargs).fit(s, y)
+
+
+def recorded_pool() -> tuple[torch.Tensor, torch.Tensor]:
+    from cascadekit.datasets import load_recording, load_shipped_items
+    from cascadekit.gates import max_prob
+
+    items = load_shipped_items()
+    rec = load_recording("qwen2.5-1.5b")
+    return max_prob(rec.log_probs).double(), rec.log_probs.argmax(1) == items.answers
+
+
+def recorded_violation_rate(alpha: float, delta: float, n: int, draws: int) -> tuple[float, float]:
+    """Calibrate on n i.i.d. draws (with replacement) from the recorded pool; the pool is the population.
+
+    Drawing with replacement makes the calibration sample exactly i.i.d. from the pool's empirical
+    distribution, so the true risk of a threshold is its error rate among accepted pool items.
+    """
+    scores, correct = recorded_pool()
+    violations, accepted = 0, 0.0
+    for seed in range(draws):
+        idx = torch.randint(0, scores.numel(), (n,), generator=torch.Generator().manual_seed(seed))
+        t = ConformalCalibrator(alpha, delta).fit(scores[idx], correct[idx]).threshold_
+        acc = scores >= t
+        if acc.any():
+            violations += float((~correct[acc]).double().mean()) > alpha + 1e-12
+        accepted += float(acc.double().mean())
+    return violations / draws, accepted / draws
+
+
+def test_validity_on_recordings() -> None:
+    rate, accepted = recorded_violation_rate(alpha=0.2, delta=0.1, n=1000, draws=200)
+    assert rate <= tolerance(0.1, 200)
+    assert accepted > 0.05  # not vacuous on real data
+
+
+@pytest.mark.slow
+def test_validity_on_recordings_long() -> None:
+    for alpha in (0.1, 0.2, 0.3):
+        rate, _ = recorded_violation_rate(alpha=alpha, delta=0.1, n=1000, draws=1000)
+        assert rate <= tolerance(0.1, 1000)

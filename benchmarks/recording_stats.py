@@ -1,0 +1,40 @@
+"""Coverage, accuracy and recording time of the shipped recordings, as JSON (the figures in docs/recordings.md).
+
+python benchmarks/recording_stats.py
+"""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+import cascadekit as ck
+
+
+def main() -> dict[str, object]:
+    items = ck.datasets.load_shipped_items()
+    splits = torch.tensor([{"dev": 0, "val": 1, "test": 2}[i.split("/")[0]] for i in items.ids])
+    report: dict[str, object] = {"n_items": len(items), "n_subjects": len(set(items.subjects))}
+    for name in ck.datasets.SHIPPED_RECORDINGS:
+        rec = ck.datasets.load_recording(name)
+        correct = rec.log_probs.argmax(1) == items.answers
+        report[name] = {
+            "model": rec.model,
+            "dtype": rec.meta.get("dtype"),
+            "batch_size": rec.meta.get("batch_size"),
+            "machine": rec.meta.get("machine"),
+            "accuracy": round(float(correct.float().mean()), 4),
+            "accuracy_by_split": {
+                split: round(float(correct[splits == k].float().mean()), 4)
+                for k, split in enumerate(("dev", "val", "test"))
+            },
+            "mean_prompt_tokens": round(float(rec.n_tokens.float().mean()), 1),
+            "recording_seconds": round(float(rec.seconds.double().sum()), 1),
+            "seconds_per_question": round(float(rec.seconds.double().mean()), 4),
+        }
+    return report
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(), indent=2))
