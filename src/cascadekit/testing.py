@@ -27,7 +27,7 @@ def _expect_error(what: str, fn: Callable[[], object], errors: tuple[type[Except
         message = str(err)
         assert message, f"{what}: the error has no message"
         return message
-    except Exception as other:  # noqa: BLE001 - any other exception breaks the contract
+    except Exception as other:
         raise AssertionError(f"{what}: expected {expected}, got {type(other).__name__}: {other}") from other
     raise AssertionError(f"{what}: expected {expected}, nothing was raised")
 
