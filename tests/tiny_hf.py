@@ -84,3 +84,16 @@ def naive_log_probs(model: Any, tokenizer: Any, prompts: list[str], k: int) -> t
         logits = model(input_ids=ids).logits[0, -1]
         rows.append(torch.log_softmax(logits[option_ids].float(), dim=-1))
     return torch.stack(rows)
+
+
+def make_embedder_folder(folder, texts: list[str]) -> None:
+    """Save a tiny random BERT encoder and its word-level tokenizer to ``folder``."""
+    from transformers import BertConfig, BertModel
+
+    tokenizer = make_tokenizer(texts)
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
+    )
+    BertModel(config).eval().save_pretrained(folder)
+    tokenizer.save_pretrained(folder)

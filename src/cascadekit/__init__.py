@@ -5,8 +5,9 @@
 ConformalCalibrator(alpha=0.2, delta=0.1, cost=None, stage='post')
 """
 
-from cascadekit import datasets
+from cascadekit import calibration, datasets, evaluation
 from cascadekit.calibrators import (
+    BayesCalibrator,
     ConformalCalibrator,
     ConstantCalibrator,
     ThresholdCalibrator,
@@ -15,17 +16,28 @@ from cascadekit.calibrators import (
 from cascadekit.cascade import DECISIONS, Cascade, CascadeResult
 from cascadekit.cost import CostBreakdown, LinearCost, bayes_decision
 from cascadekit.exceptions import CascadeInputError, NotFittedError
-from cascadekit.gates import EntropyGate, MarginGate, MaxProbGate
+from cascadekit.gates import (
+    EmbeddingGate,
+    EntropyGate,
+    HFEmbedder,
+    MarginGate,
+    MaxProbGate,
+    OptionDistributionGate,
+    ProbeGate,
+    StackedGate,
+    SubjectPriorGate,
+)
 from cascadekit.items import ChoiceItems
 from cascadekit.metrics import Baselines, baselines, savings_captured
 from cascadekit.models import CachedModel, HFChoiceModel, RecordedModel
-from cascadekit.protocols import Calibrator, CostModel, Gate, Model, ModelOutput
+from cascadekit.protocols import Calibrator, CostModel, Embedder, Gate, Model, ModelOutput
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DECISIONS",
     "Baselines",
+    "BayesCalibrator",
     "CachedModel",
     "Calibrator",
     "Cascade",
@@ -36,21 +48,30 @@ __all__ = [
     "ConstantCalibrator",
     "CostBreakdown",
     "CostModel",
+    "Embedder",
+    "EmbeddingGate",
     "EntropyGate",
     "Gate",
     "HFChoiceModel",
+    "HFEmbedder",
     "LinearCost",
     "MarginGate",
     "MaxProbGate",
     "Model",
     "ModelOutput",
     "NotFittedError",
+    "OptionDistributionGate",
+    "ProbeGate",
     "RecordedModel",
+    "StackedGate",
+    "SubjectPriorGate",
     "ThresholdCalibrator",
     "__version__",
     "baselines",
     "bayes_decision",
+    "calibration",
     "datasets",
+    "evaluation",
     "make_calibrator",
     "savings_captured",
 ]

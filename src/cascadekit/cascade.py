@@ -8,11 +8,12 @@ from dataclasses import dataclass
 
 import torch
 
+from cascadekit._fitting import check_fitted
 from cascadekit._validation import check_log_probs, check_scores
 from cascadekit.calibrators import make_calibrator
-from cascadekit.calibrators._base import check_fitted
 from cascadekit.cost import CostBreakdown
 from cascadekit.exceptions import CascadeInputError
+from cascadekit.gates._learned import require_fitted
 from cascadekit.items import ChoiceItems
 from cascadekit.protocols import Calibrator, CostModel, Gate, Model, Stage
 
@@ -86,6 +87,8 @@ class Cascade:
         Prices of runs, skips / abstentions and wrong answers (e.g. :class:`~cascadekit.LinearCost`).
     pre_gate : Gate, optional
         A ``stage="pre"`` gate scoring items before the model runs; without it, every item runs.
+        A learnable gate must be fitted beforehand on items disjoint from the calibration items,
+        so that calibration sees honest scores.
     post_gate : Gate, optional
         A ``stage="post"`` gate scoring the model's output; without it, every answer is used.
     calibrator : Calibrator, str or mapping, default "threshold"
@@ -137,6 +140,7 @@ class Cascade:
             if gate.stage != stage:
                 msg = f"Cascade: `{stage}_gate` must have stage={stage!r}, but {gate!r} has stage={gate.stage!r}."
                 raise CascadeInputError(msg)
+            require_fitted(gate)
         if not isinstance(self.model, Model):
             msg = f"Cascade: `model` must satisfy the Model protocol (name, score), got {self.model!r}."
             raise CascadeInputError(msg)

@@ -6,6 +6,7 @@ work at run time because every protocol is ``runtime_checkable``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
@@ -16,7 +17,7 @@ from cascadekit.items import ChoiceItems
 if TYPE_CHECKING:
     from cascadekit.cost import CostBreakdown
 
-__all__ = ["Calibrator", "CostModel", "Gate", "Model", "ModelOutput", "Stage"]
+__all__ = ["Calibrator", "CostModel", "Embedder", "Gate", "Model", "ModelOutput", "Stage"]
 
 #: The two decision points: ``"pre"`` decides run / skip before the model runs, ``"post"``
 #: decides answer / abstain after it ran.
@@ -114,3 +115,11 @@ class Calibrator(Protocol):
 
     def decide(self, scores: torch.Tensor) -> torch.Tensor:
         """Bool decisions (m,), True = go ahead."""
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns texts into vectors: ``embed(texts)`` returns a float ``(n, d)`` tensor, row i for ``texts[i]``."""
+
+    def embed(self, texts: Sequence[str]) -> torch.Tensor:
+        """Embeddings (n, d) of ``texts``."""

@@ -89,16 +89,42 @@ def check_calibrator(calibrator: Calibrator, n: int = 2000, seed: int = 0) -> No
         _expect_error(f"{name}: {what}", fn, (CascadeInputError,))
 
 
-def check_gate(gate: Gate, items: ChoiceItems, log_probs: torch.Tensor | None = None) -> None:
+def check_gate(
+    gate: Gate, items: ChoiceItems, log_probs: torch.Tensor | None = None, correct: torch.Tensor | None = None
+) -> None:
     """Check the :class:`~cascadekit.protocols.Gate` contract on ``items`` (and ``log_probs`` for post gates).
 
     Rules: satisfies the protocol, ``stage`` is "pre" or "post", ``cost`` >= 0; scores are a
-    float (n,) tensor without NaN; permuting the batch permutes the scores; a post gate keeps the
-    dtype of ``log_probs`` (float32 and float64), and raises :class:`CascadeInputError` without
-    ``log_probs`` or with a row count that does not match the items.
+    float (n,) tensor without NaN; permuting the batch permutes the scores; a post gate raises
+    :class:`CascadeInputError` without ``log_probs``, with NaN in them, or with a row count that does
+    not match the items. A fixed-rule post gate keeps the dtype of ``log_probs``.
+
+    A learnable gate (one with ``fit``) is passed unfitted, with the target model's ``correct``
+    (n,) on ``items``: scoring before ``fit`` raises :class:`NotFittedError` naming ``fit``, ``fit``
+    returns ``self``, refitting on permuted items gives the same scores, and the rules above are
+    checked on the fitted gate.
     """
     name = type(gate).__name__
     assert isinstance(gate, Gate), f"{name} does not satisfy the Gate protocol"
+    learnable = hasattr(gate, "fit")
+    if learnable:
+        assert correct is not None, f"check_gate: learnable gate {name} needs `correct`"
+        fresh = copy.deepcopy(gate)
+        msg = _expect_error(f"{name}.score before fit", lambda: fresh.score(items, log_probs), (NotFittedError,))
+        assert "fit" in msg, f"{name}: the NotFittedError should say to call fit first, got {msg!r}"
+        fitted = copy.deepcopy(gate)
+        assert fitted.fit(items, correct, log_probs) is fitted, f"{name}.fit must return self"  # type: ignore[attr-defined]
+        order = torch.randperm(len(items), generator=torch.Generator().manual_seed(1))
+        refit = copy.deepcopy(gate)
+        refit.fit(items.take(order), correct[order], None if log_probs is None else log_probs[order])  # type: ignore[attr-defined]
+        torch.testing.assert_close(
+            refit.score(items, log_probs),
+            fitted.score(items, log_probs),
+            atol=1e-6,
+            rtol=0,
+            msg=f"{name}.fit depends on the order of training items",
+        )
+        gate = fitted
     assert gate.stage in ("pre", "post"), f"{name}.stage must be 'pre' or 'post', got {gate.stage!r}"
     assert gate.cost >= 0, f"{name}.cost must be >= 0, got {gate.cost!r}"
     n = len(items)
@@ -117,7 +143,7 @@ def check_gate(gate: Gate, items: ChoiceItems, log_probs: torch.Tensor | None = 
         assert log_probs is not None
         for dtype in (torch.float32, torch.float64):
             out = gate.score(items, log_probs.to(dtype))
-            assert out.dtype == dtype, f"{name}.score turned {dtype} log-probs into {out.dtype} scores"
+            assert learnable or out.dtype == dtype, f"{name}.score turned {dtype} log-probs into {out.dtype} scores"
         _expect_error(f"{name}: missing log_probs", lambda: gate.score(items, None), (CascadeInputError,))
         _expect_error(f"{name}: row mismatch", lambda: gate.score(items, log_probs[:-1]), (CascadeInputError,))
         nan_lp = log_probs.clone()

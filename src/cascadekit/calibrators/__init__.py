@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cascadekit.calibrators.bayes import BayesCalibrator
 from cascadekit.calibrators.conformal import (
     ConformalCalibrator,
     binomial_pvalues,
@@ -16,6 +17,7 @@ from cascadekit.protocols import Calibrator, CostModel, Stage
 
 __all__ = [
     "CALIBRATORS",
+    "BayesCalibrator",
     "ConformalCalibrator",
     "ConstantCalibrator",
     "ThresholdCalibrator",
@@ -27,14 +29,15 @@ __all__ = [
 ]
 
 #: Names accepted by :func:`make_calibrator` and by ``Cascade(calibrator=...)``.
-CALIBRATORS = ("threshold", "conformal", "always", "never")
+CALIBRATORS = ("threshold", "conformal", "bayes", "always", "never")
 
 
 def make_calibrator(name: str, *, cost: CostModel, stage: Stage, **kwargs: Any) -> Calibrator:
     """Build a calibrator by name, with the cascade's ``cost`` and ``stage`` filled in.
 
     ``"threshold"`` -> :class:`ThresholdCalibrator`; ``"conformal"`` -> :class:`ConformalCalibrator`
-    (needs ``alpha``; priced by ``cost``); ``"always"`` / ``"never"`` -> :class:`ConstantCalibrator`.
+    (needs ``alpha``; priced by ``cost``); ``"bayes"`` -> :class:`BayesCalibrator` (Platt scaling by
+    default); ``"always"`` / ``"never"`` -> :class:`ConstantCalibrator`.
 
     Examples
     --------
@@ -49,6 +52,8 @@ def make_calibrator(name: str, *, cost: CostModel, stage: Stage, **kwargs: Any) 
             msg = "make_calibrator: 'conformal' needs `alpha` (and optionally `delta`)."
             raise CascadeInputError(msg)
         return ConformalCalibrator(cost=cost, stage=stage, **kwargs)
+    if name == "bayes":
+        return BayesCalibrator(cost, stage=stage, **kwargs)
     if name in ("always", "never"):
         return ConstantCalibrator(accept=name == "always")
     msg = f"make_calibrator: unknown calibrator {name!r}; known names are {CALIBRATORS}."

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from scipy import stats
 
+from cascadekit._fitting import check_fit_inputs, check_fitted, check_stage, stage_costs
 from cascadekit._validation import check_probability, check_scores, describe
-from cascadekit.calibrators._base import check_fit_inputs, check_fitted, check_stage, stage_costs
 from cascadekit.exceptions import CascadeInputError
 from cascadekit.protocols import CostModel, Stage
 

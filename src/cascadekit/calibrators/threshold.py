@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from cascadekit._fitting import check_fit_inputs, check_fitted, check_stage, stage_costs
 from cascadekit._validation import check_scores
-from cascadekit.calibrators._base import check_fit_inputs, check_fitted, check_stage, stage_costs
 from cascadekit.exceptions import CascadeInputError
 from cascadekit.protocols import CostModel, Stage
 

@@ -1,4 +1,4 @@
-"""Pieces shared by the calibrators: fitted-state checks and the per-stage prices of each action."""
+"""Fitted-state checks, fit-input checks and per-stage action prices shared by calibrators, gates and the cascade."""
 
 from __future__ import annotations
 

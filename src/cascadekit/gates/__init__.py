@@ -1,0 +1,38 @@
+"""Gates: scores that say how likely the model is to be right, before (``pre``) or after (``post``) it runs.
+
+Post-inference gates read the model's option log-probs (:class:`MaxProbGate`, :class:`MarginGate`,
+:class:`EntropyGate`, the learned :class:`OptionDistributionGate`). Pre-inference gates see only the
+item (:class:`SubjectPriorGate`, :class:`EmbeddingGate`, :class:`ProbeGate`). :class:`StackedGate`
+combines any of them.
+"""
+
+from cascadekit.gates.confidence import (
+    EntropyGate,
+    MarginGate,
+    MaxProbGate,
+    margin,
+    max_prob,
+    normalized_entropy_confidence,
+)
+from cascadekit.gates.embedding import EmbeddingGate, HFEmbedder, item_texts
+from cascadekit.gates.probe import OptionDistributionGate, ProbeGate, option_features
+from cascadekit.gates.stacked import StackedGate
+from cascadekit.gates.subject import SubjectPriorGate, beta_binomial_prior
+
+__all__ = [
+    "EmbeddingGate",
+    "EntropyGate",
+    "HFEmbedder",
+    "MarginGate",
+    "MaxProbGate",
+    "OptionDistributionGate",
+    "ProbeGate",
+    "StackedGate",
+    "SubjectPriorGate",
+    "beta_binomial_prior",
+    "item_texts",
+    "margin",
+    "max_prob",
+    "normalized_entropy_confidence",
+    "option_features",
+]
