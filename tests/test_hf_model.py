@@ -90,3 +90,39 @@ def test_resolve_dtype() -> None:
     assert resolve_dtype("auto", "cpu") in (torch.float32, torch.bfloat16)
     with pytest.raises(CascadeInputError, match="dtype"):
         resolve_dtype("float8", "cpu")
+
+
+@torch.inference_mode()
+def test_early_hidden_states_match_full_forward() -> None:
+    decoder = MODEL.get_decoder()
+    for side in ("left", "right"):
+        model = HFChoiceModel(MODEL, TOKENIZER, batch_size=4, padding_side=side)
+        states = model.early_hidden_states(ITEMS, [0, 1, 2])
+        truncated = model.early_hidden_states(ITEMS, [1])  # runs 1 of the 2 layers
+        torch.testing.assert_close(truncated[1], states[1], atol=1e-5, rtol=0)
+        prefixes, suffixes = mmlu_prompts(ITEMS)
+        for i, (p, s) in enumerate(zip(prefixes, suffixes, strict=True)):
+            ids = torch.tensor([TOKENIZER(p + s)["input_ids"]])
+            torch.testing.assert_close(states[0][i], decoder.embed_tokens(ids)[0, -1], atol=1e-5, rtol=0)
+            final = decoder(input_ids=ids).last_hidden_state[0, -1]
+            torch.testing.assert_close(decoder.norm(states[2][i]), final, atol=1e-5, rtol=0)
+    assert len(decoder.layers) == 2  # restored
+    assert not decoder.layers[0]._forward_hooks  # hooks removed
+    with pytest.raises(CascadeInputError, match="layers"):
+        HFChoiceModel(MODEL, TOKENIZER).early_hidden_states(ITEMS, [3])
+
+
+def test_early_exit_gate(tmp_path) -> None:
+    from cascadekit import EarlyExitGate
+    from cascadekit.testing import check_gate
+
+    correct = torch.tensor([i % 3 != 0 for i in range(len(ITEMS))])
+    gate = EarlyExitGate(HFChoiceModel(MODEL, TOKENIZER), layer=1, c_infer=2.0, cache_file=tmp_path / "h.npz")
+    assert gate.cost == pytest.approx(1.0)
+    check_gate(gate, ITEMS, correct=correct)
+    fitted = EarlyExitGate(HFChoiceModel(MODEL, TOKENIZER), layer=1, cache_file=tmp_path / "h.npz").fit(ITEMS, correct)
+    fitted.save_cache()
+    reloaded = EarlyExitGate(HFChoiceModel(MODEL, TOKENIZER), layer=1, cache_file=tmp_path / "h.npz")
+    torch.testing.assert_close(reloaded._features(ITEMS, None), fitted._features(ITEMS, None))
+    with pytest.raises(CascadeInputError, match="layer"):
+        EarlyExitGate(HFChoiceModel(MODEL, TOKENIZER), layer=5).fit(ITEMS, correct)

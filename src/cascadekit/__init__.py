@@ -17,6 +17,7 @@ from cascadekit.cascade import DECISIONS, Cascade, CascadeResult
 from cascadekit.cost import CostBreakdown, LinearCost, bayes_decision
 from cascadekit.exceptions import CascadeInputError, NotFittedError
 from cascadekit.gates import (
+    EarlyExitGate,
     EmbeddingGate,
     EntropyGate,
     HFEmbedder,
@@ -48,6 +49,7 @@ __all__ = [
     "ConstantCalibrator",
     "CostBreakdown",
     "CostModel",
+    "EarlyExitGate",
     "Embedder",
     "EmbeddingGate",
     "EntropyGate",

@@ -2,7 +2,8 @@
 
 Post-inference gates read the model's option log-probs (:class:`MaxProbGate`, :class:`MarginGate`,
 :class:`EntropyGate`, the learned :class:`OptionDistributionGate`). Pre-inference gates see only the
-item (:class:`SubjectPriorGate`, :class:`EmbeddingGate`, :class:`ProbeGate`). :class:`StackedGate`
+item (:class:`SubjectPriorGate`, :class:`EmbeddingGate`, :class:`ProbeGate`,
+:class:`EarlyExitGate`). :class:`StackedGate`
 combines any of them.
 """
 
@@ -14,12 +15,14 @@ from cascadekit.gates.confidence import (
     max_prob,
     normalized_entropy_confidence,
 )
+from cascadekit.gates.early_exit import EarlyExitGate
 from cascadekit.gates.embedding import EmbeddingGate, HFEmbedder, item_texts
 from cascadekit.gates.probe import OptionDistributionGate, ProbeGate, option_features
 from cascadekit.gates.stacked import StackedGate
 from cascadekit.gates.subject import SubjectPriorGate, beta_binomial_prior
 
 __all__ = [
+    "EarlyExitGate",
     "EmbeddingGate",
     "EntropyGate",
     "HFEmbedder",

@@ -234,6 +234,65 @@ class HFChoiceModel:
         h_last = hidden[torch.arange(len(seqs), device=device), last]
         return self._head(h_last, option_ids)
 
+    @property
+    def n_layers(self) -> int:
+        """Number of decoder layers of the model."""
+        return len(self.model.get_decoder().layers)
+
+    @torch.inference_mode()
+    def early_hidden_states(self, items: ChoiceItems, layers: list[int]) -> dict[int, torch.Tensor]:
+        """Last-prompt-token residual stream after the first ``l`` decoder layers, for each ``l`` in ``layers``.
+
+        Runs only ``max(layers)`` of the model's layers (the rest are never computed). Returns
+        ``{l: (n, d) float32}`` in the order of ``items``; ``l = 0`` is the input embedding. The
+        states are captured with forward hooks on the decoder layers, before any final norm.
+        """
+        self._validate()
+        if not layers or min(layers) < 0 or max(layers) > self.n_layers:
+            msg = f"HFChoiceModel.early_hidden_states: `layers` must lie in [0, {self.n_layers}], got {layers}."
+            raise CascadeInputError(msg)
+        top = max(layers)
+        decoder = self.model.get_decoder()
+        full = decoder.layers
+        out = {layer: torch.empty((len(items), self.model.config.hidden_size)) for layer in layers}
+        if len(items) == 0:
+            return out
+        seqs = self.tokenize(items)
+        device = next(self.model.parameters()).device
+        captured: dict[int, torch.Tensor] = {}
+
+        def keep(layer: int) -> Any:
+            def hook(_module: Any, _args: Any, _kwargs: Any, output: Any) -> None:
+                captured[layer] = output[0] if isinstance(output, tuple) else output
+
+            return hook
+
+        def keep_input(_module: Any, args: Any, kwargs: Any) -> None:
+            captured[0] = args[0] if args else kwargs["hidden_states"]
+
+        handles = [full[0].register_forward_pre_hook(keep_input, with_kwargs=True)] if top > 0 else []
+        handles += [
+            full[layer - 1].register_forward_hook(keep(layer), with_kwargs=True) for layer in layers if layer > 0
+        ]
+        try:
+            decoder.layers = full[: max(top, 1)]
+            for batch in self._batches([len(x) for x in seqs]):
+                ids, mask, positions = self._pad([seqs[i] for i in batch], device)
+                decoder(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False)
+                if self.padding_side == "right":
+                    last = mask.sum(1) - 1
+                else:
+                    last = torch.full((len(batch),), ids.shape[1] - 1, device=device)
+                rows = torch.arange(len(batch), device=device)
+                index = torch.tensor(batch)
+                for layer in layers:
+                    out[layer][index] = captured[layer][rows, last].float().cpu()
+        finally:
+            decoder.layers = full
+            for h in handles:
+                h.remove()
+        return out
+
     # ------------------------------------------------------------------ API
 
     def score(self, items: ChoiceItems) -> ModelOutput:
