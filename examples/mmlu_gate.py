@@ -1,8 +1,9 @@
 """Gate a ~2B model on MMLU: run it or skip, answer or abstain, at total cost c*runs + S*skips + E*wrong.
 
 On the recordings shipped with cascadekit (Qwen2.5-Coder-1.5B-Instruct, 0-shot, 4,816 MMLU
-questions) it splits the questions into calibration and test halves (seeded), fits each policy on
-the first and prints one table for the second:
+questions) it splits the questions (seeded) into gate-training (40%), calibration (30%) and test
+(30%) items: learned pre-inference gates are fitted on the first, every calibrator on the second,
+and the table is measured on the third, gate costs included:
 
     python examples/mmlu_gate.py                       # c, S, E = 1, 3, 6; alpha = 0.2; delta = 0.1
     python examples/mmlu_gate.py --c 1 --S 5 --E 10 --alpha 0.1
@@ -33,7 +34,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--alpha", type=float, default=0.2, help="conformal: tolerated error rate among answered")
     p.add_argument("--delta", type=float, default=0.1, help="conformal: tolerated failure probability")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration / test split")
-    p.add_argument("--calibration-fraction", type=float, default=0.5)
     p.add_argument("--recording", default="qwen2.5-1.5b", help=f"one of {ck.datasets.SHIPPED_RECORDINGS}")
     p.add_argument("--model", default=None, help="score --limit test questions live with this model")
     p.add_argument("--gguf-file", default=None)
@@ -42,10 +42,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def split(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def split(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Seeded 40 / 30 / 30 split into gate-training, calibration and test positions."""
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    cut = round(fraction * n)
-    return perm[:cut].sort().values, perm[cut:].sort().values
+    a, b = round(0.4 * n), round(0.7 * n)
+    return perm[:a].sort().values, perm[a:b].sort().values, perm[b:].sort().values
+
+
+def pre_gates(train: ck.ChoiceItems, train_correct: torch.Tensor, c_infer: float) -> dict[str, ck.Gate]:
+    """Pre-inference gates fitted on the gate-training items (the probe priced at its measured time)."""
+    probe_rec = ck.datasets.load_recording("smollm2-135m")
+    target_rec = ck.datasets.load_recording("qwen2.5-1.5b")
+    probe_cost = c_infer * float(probe_rec.seconds.mean() / target_rec.seconds.mean())
+    probe = ck.RecordedModel(probe_rec)
+    return {
+        "subject prior": ck.SubjectPriorGate(unknown="prior").fit(train, train_correct),
+        "probe (SmolLM2-135M)": ck.ProbeGate(probe, cost=probe_cost).fit(train, train_correct),
+        "stacked (subject + probe)": ck.StackedGate([ck.SubjectPriorGate(unknown="prior"), ck.ProbeGate(probe, cost=probe_cost)]).fit(
+            train, train_correct
+        ),
+    }
 
 
 def row(name: str, b: ck.CostBreakdown, base: ck.Baselines) -> dict[str, object]:
@@ -64,6 +80,7 @@ def row(name: str, b: ck.CostBreakdown, base: ck.Baselines) -> dict[str, object]
 def policy_table(
     model: ck.Model,
     cost: ck.LinearCost,
+    gates: dict[str, ck.Gate],
     calibration: ck.ChoiceItems,
     calibration_log_probs: torch.Tensor,
     test: ck.ChoiceItems,
@@ -78,6 +95,11 @@ def policy_table(
             calibrator=ck.ConformalCalibrator(alpha=args.alpha, delta=args.delta, cost=cost, stage="post"),
         ),
     }
+    for name, gate in gates.items():
+        policies[f"threshold (pre, {name})"] = ck.Cascade(model, cost, pre_gate=gate, calibrator="threshold")
+    policies["two-stage threshold (pre subject prior, post max-prob)"] = ck.Cascade(
+        model, cost, pre_gate=gates["subject prior"], post_gate=ck.MaxProbGate(), calibrator="threshold"
+    )
     results = {name: cascade.fit(calibration, calibration_log_probs).run(test) for name, cascade in policies.items()}
     # The model's correctness on the test items (free for a recording; one pass for a live model).
     first = next(iter(results.values()))
@@ -114,14 +136,16 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     items = ck.datasets.load_shipped_items()
     recording = ck.datasets.load_recording(args.recording)
     model = ck.RecordedModel(recording)
-    cal_idx, test_idx = split(len(items), args.calibration_fraction, args.seed)
-    calibration, test = items.take(cal_idx), items.take(test_idx)
+    train_idx, cal_idx, test_idx = split(len(items), args.seed)
+    train, calibration, test = items.take(train_idx), items.take(cal_idx), items.take(test_idx)
     title = (
-        f"{recording.model} on {len(test)} MMLU test questions (calibrated on {len(calibration)}; "
-        f"c={args.c}, S={args.S}, E={args.E}; seed {args.seed})"
+        f"{recording.model} on {len(test)} MMLU test questions (gates trained on {len(train)}, calibrated on "
+        f"{len(calibration)}; c={args.c}, S={args.S}, E={args.E}; seed {args.seed})"
     )
+    train_correct = model.score(train).log_probs.argmax(1) == train.require_answers("example")
+    gates = pre_gates(train, train_correct, args.c)
     calibration_log_probs = model.score(calibration).log_probs
-    rows = policy_table(model, cost, calibration, calibration_log_probs, test, args)
+    rows = policy_table(model, cost, gates, calibration, calibration_log_probs, test, args)
     if args.model is not None:
         # Calibrate on the recording, then serve the live model: each question is scored once.
         live_items = test.take(range(min(args.limit, len(test))))
@@ -134,7 +158,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
             f"live: {live.name} scored {len(live_items)} questions in {seconds:.1f} s "
             f"({seconds / max(len(live_items), 1):.2f} s each); top answer agrees with the recording on {agree:.0%}"
         )
-        rows = policy_table(live, cost, calibration, calibration_log_probs, live_items, args)
+        rows = policy_table(live, cost, gates, calibration, calibration_log_probs, live_items, args)
         title = f"{live.name} live on {len(live_items)} questions (c={args.c}, S={args.S}, E={args.E})"
     if args.json:
         print(json.dumps({"title": title, "rows": rows}, indent=2))

@@ -165,3 +165,15 @@ def test_errors_are_clear() -> None:
         ck.Cascade(MODEL, COST).fit(ck.ChoiceItems(CAL.ids, CAL.subjects, CAL.questions, CAL.choices))
     with pytest.raises(ck.CascadeInputError, match="never recorded"):
         ck.Cascade(MODEL, COST).fit(make_items(3, prefix="other"))
+
+
+def test_baselines_per_stage() -> None:
+    correct = torch.tensor([True, True, False, False, False])
+    pre = ck.baselines(COST, correct, stage="pre")
+    assert (pre.always_run, pre.always_skip, pre.oracle) == (2 + 3 * 7, 15, 2 + 9)
+    post = ck.baselines(COST, correct, stage="post")
+    assert (post.always_run, post.always_skip, post.oracle) == (5 + 18, 5 + 15, 5 + 9)
+    assert ck.savings_captured(post.oracle, post) == 1.0
+    assert ck.savings_captured(post.best_constant, post) == 0.0
+    with pytest.raises(ck.CascadeInputError, match="stage"):
+        ck.baselines(COST, correct, stage="later")  # type: ignore[arg-type]

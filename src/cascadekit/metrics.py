@@ -6,9 +6,10 @@ from dataclasses import dataclass
 
 import torch
 
+from cascadekit._fitting import check_stage, stage_costs
 from cascadekit._validation import check_bool
 from cascadekit.exceptions import CascadeInputError
-from cascadekit.protocols import CostModel
+from cascadekit.protocols import CostModel, Stage
 
 __all__ = ["Baselines", "baselines", "oracle_item_costs", "savings_captured"]
 
@@ -25,11 +26,18 @@ def oracle_item_costs(cost: CostModel, correct: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Baselines:
-    """Total costs of the reference policies on one batch."""
+    """Total costs of the reference policies on one batch, at one decision point.
+
+    For ``stage="pre"``: always run (and answer), always skip, and the oracle that runs exactly
+    when that is cheaper. For ``stage="post"`` (the model has run on every item, so every policy
+    pays the inference): ``always_run`` is always answer, ``always_skip`` is always abstain, and the
+    oracle answers exactly when that is cheaper (when the answer is right, if ``E > 0``).
+    """
 
     always_run: float
     always_skip: float
     oracle: float
+    stage: Stage = "pre"
 
     @property
     def best_constant(self) -> float:
@@ -37,21 +45,24 @@ class Baselines:
         return min(self.always_run, self.always_skip)
 
 
-def baselines(cost: CostModel, correct: torch.Tensor) -> Baselines:
-    """Always-run (and answer), always-skip and oracle totals for model correctness ``correct`` (n,).
+def baselines(cost: CostModel, correct: torch.Tensor, stage: Stage = "pre") -> Baselines:
+    """Reference totals for model correctness ``correct`` (n,) at decision point ``stage`` (see :class:`Baselines`).
 
     Examples
     --------
     >>> from cascadekit import LinearCost
     >>> baselines(LinearCost(1, 3, 6), torch.tensor([True, False]))
-    Baselines(always_run=8.0, always_skip=6.0, oracle=4.0)
+    Baselines(always_run=8.0, always_skip=6.0, oracle=4.0, stage='pre')
+    >>> baselines(LinearCost(1, 3, 6), torch.tensor([True, False]), stage="post")
+    Baselines(always_run=8.0, always_skip=8.0, oracle=5.0, stage='post')
     """
     check_bool("baselines", correct, "correct")
-    yes, no = torch.ones_like(correct), torch.zeros_like(correct)
+    accept, reject = stage_costs(cost, correct, check_stage("baselines", stage))
     return Baselines(
-        always_run=float(cost.item_costs(yes, yes, correct).sum()),
-        always_skip=float(cost.item_costs(no, no, correct).sum()),
-        oracle=float(oracle_item_costs(cost, correct).sum()),
+        always_run=float(accept.double().sum()),
+        always_skip=float(reject.double().sum()),
+        oracle=float(torch.minimum(accept, reject).double().sum()),
+        stage=stage,
     )
 
 
@@ -62,7 +73,7 @@ def savings_captured(policy_total: float, base: Baselines) -> float:
 
     Examples
     --------
-    >>> savings_captured(5.0, Baselines(always_run=8.0, always_skip=6.0, oracle=4.0))
+    >>> savings_captured(5.0, Baselines(always_run=8.0, always_skip=6.0, oracle=4.0, stage="pre"))
     0.5
     """
     if not isinstance(base, Baselines):
