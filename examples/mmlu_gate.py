@@ -58,9 +58,9 @@ def pre_gates(train: ck.ChoiceItems, train_correct: torch.Tensor, c_infer: float
     return {
         "subject prior": ck.SubjectPriorGate(unknown="prior").fit(train, train_correct),
         "probe (SmolLM2-135M)": ck.ProbeGate(probe, cost=probe_cost).fit(train, train_correct),
-        "stacked (subject + probe)": ck.StackedGate([ck.SubjectPriorGate(unknown="prior"), ck.ProbeGate(probe, cost=probe_cost)]).fit(
-            train, train_correct
-        ),
+        "stacked (subject + probe)": ck.StackedGate(
+            [ck.SubjectPriorGate(unknown="prior"), ck.ProbeGate(probe, cost=probe_cost)]
+        ).fit(train, train_correct),
     }
 
 
