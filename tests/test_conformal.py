@@ -20,7 +20,7 @@ from scipy import stats
 
 from cascadekit import CascadeInputError, ConformalCalibrator, LinearCost
 from cascadekit.calibrators import binomial_pvalues, hoeffding_bentkus_pvalues, ltt_valid_thresholds
-from cascadekit.calibrators.conformal import _fallback_reject
+from cascadekit.calibrators._stats import fallback_reject
 
 
 def tolerance(delta: float, n_draws: int) -> float:
@@ -70,13 +70,13 @@ def naive_fallback(p_desc: list[float], level: float, n_starts: int) -> list[boo
 
 def test_single_start_fallback_is_fixed_sequence() -> None:
     p = torch.tensor([0.01, 0.02, 0.2, 0.01], dtype=torch.float64)
-    assert _fallback_reject(p, 0.05, 1).tolist() == [True, True, False, False]
+    assert fallback_reject(p, 0.05, 1).tolist() == [True, True, False, False]
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.floats(0, 1), min_size=1, max_size=40), st.integers(1, 12), st.floats(0.01, 0.5))
 def test_fallback_matches_naive_definition(p, n_starts, level) -> None:
-    got = _fallback_reject(torch.tensor(p, dtype=torch.float64), level, n_starts)
+    got = fallback_reject(torch.tensor(p, dtype=torch.float64), level, n_starts)
     assert got.tolist() == naive_fallback(p, level, n_starts)
 
 
@@ -184,7 +184,7 @@ def test_custom_grid_and_bad_settings() -> None:
         ({"alpha": 1.5}, "alpha"),
         ({"alpha": 0.2, "delta": -0.1}, "delta"),
         ({"alpha": 0.2, "pvalue": "t"}, "pvalue"),
-        ({"alpha": 0.2, "fwer": "holm"}, "fwer"),
+        ({"alpha": 0.2, "fwer": "sidak"}, "fwer"),
         ({"alpha": 0.2, "n_starts": 0}, "n_starts"),
         ({"alpha": 0.2, "stage": "mid"}, "stage"),
     ]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -215,12 +215,13 @@ class Cascade:
         self.post_calibrator_: Calibrator | None = None
         if self.pre_gate is not None:
             scores = self._gate_scores("pre", items, None)
-            self.pre_calibrator_ = self._make("pre").fit(scores, correct)
-            passed = self.pre_calibrator_.decide(scores)
+            self.pre_calibrator_ = _fit(self._make("pre"), scores, correct, items.subjects)
+            passed = _decide(self.pre_calibrator_, scores, items.subjects)
         if self.post_gate is not None:
             scores = self._gate_scores("post", items, log_probs)
             use = passed if bool(passed.any()) else torch.ones_like(passed)
-            self.post_calibrator_ = self._make("post").fit(scores[use], correct[use])
+            subjects = [s for s, keep in zip(items.subjects, use.tolist(), strict=True) if keep]
+            self.post_calibrator_ = _fit(self._make("post"), scores[use], correct[use], subjects)
         self.n_calibration_ = len(items)
         return self
 
@@ -233,7 +234,7 @@ class Cascade:
         ran = torch.ones(n, dtype=torch.bool)
         if self.pre_gate is not None and self.pre_calibrator_ is not None:
             pre_scores = self._gate_scores("pre", items, None)
-            ran = self.pre_calibrator_.decide(pre_scores).cpu()
+            ran = _decide(self.pre_calibrator_, pre_scores, items.subjects).cpu()
             gate_costs += self.pre_gate.cost
         run_idx = ran.nonzero().flatten()
         run_items = items.take(run_idx)
@@ -251,7 +252,7 @@ class Cascade:
                 s = self._gate_scores("post", run_items, out.log_probs)
                 post_scores = post_scores.to(s.dtype)
                 post_scores[run_idx] = s.cpu()
-                answered[run_idx] = self.post_calibrator_.decide(s).cpu()
+                answered[run_idx] = _decide(self.post_calibrator_, s, run_items.subjects).cpu()
             gate_costs[run_idx] += self.post_gate.cost
         correct = None
         breakdown = None
@@ -279,3 +280,18 @@ class Cascade:
             f"Cascade(model={self.model!r}, cost={self.cost!r}, pre_gate={self.pre_gate!r}, "
             f"post_gate={self.post_gate!r}, calibrator={self.calibrator!r})"
         )
+
+
+def _fit(calibrator: Calibrator, scores: torch.Tensor, correct: torch.Tensor, subjects: Sequence[str]) -> Calibrator:
+    """Fit, passing the items' subjects to calibrators that group by them (``group_by="subject"``)."""
+    if getattr(calibrator, "group_by", None) == "subject":
+        fitted: Calibrator = calibrator.fit(scores, correct, groups=subjects)  # type: ignore[call-arg]
+        return fitted
+    return calibrator.fit(scores, correct)
+
+
+def _decide(calibrator: Calibrator, scores: torch.Tensor, subjects: Sequence[str]) -> torch.Tensor:
+    if getattr(calibrator, "group_by", None) == "subject":
+        decided: torch.Tensor = calibrator.decide(scores, groups=subjects)  # type: ignore[call-arg]
+        return decided
+    return calibrator.decide(scores)

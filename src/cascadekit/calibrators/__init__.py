@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cascadekit.calibrators._stats import holm_reject
 from cascadekit.calibrators.bayes import BayesCalibrator
 from cascadekit.calibrators.conformal import (
     ConformalCalibrator,
@@ -11,6 +12,9 @@ from cascadekit.calibrators.conformal import (
     hoeffding_bentkus_pvalues,
     ltt_valid_thresholds,
 )
+from cascadekit.calibrators.ltt import BudgetCalibrator, LearnThenTestCalibrator
+from cascadekit.calibrators.mondrian import MondrianCalibrator
+from cascadekit.calibrators.risk_control import RiskControlCalibrator, answered_wrong_loss
 from cascadekit.calibrators.threshold import ConstantCalibrator, ThresholdCalibrator, min_cost_threshold
 from cascadekit.exceptions import CascadeInputError
 from cascadekit.protocols import Calibrator, CostModel, Stage
@@ -18,11 +22,17 @@ from cascadekit.protocols import Calibrator, CostModel, Stage
 __all__ = [
     "CALIBRATORS",
     "BayesCalibrator",
+    "BudgetCalibrator",
     "ConformalCalibrator",
     "ConstantCalibrator",
+    "LearnThenTestCalibrator",
+    "MondrianCalibrator",
+    "RiskControlCalibrator",
     "ThresholdCalibrator",
+    "answered_wrong_loss",
     "binomial_pvalues",
     "hoeffding_bentkus_pvalues",
+    "holm_reject",
     "ltt_valid_thresholds",
     "make_calibrator",
     "min_cost_threshold",

@@ -1,0 +1,285 @@
+"""Learn-then-Test for any of the cascade's risks, and budget control as one of its uses."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Literal
+
+import torch
+
+from cascadekit._fitting import check_fit_inputs, check_fitted, check_stage, stage_costs
+from cascadekit._validation import check_probability, check_scores
+from cascadekit.calibrators._stats import (
+    FWER,
+    accepted_counts,
+    accepted_sums,
+    binomial_pvalues,
+    default_grid,
+    fwer_reject,
+    hoeffding_bentkus_pvalues,
+)
+from cascadekit.exceptions import CascadeInputError
+from cascadekit.protocols import CostModel, Stage
+
+__all__ = ["BudgetCalibrator", "LearnThenTestCalibrator", "max_item_cost"]
+
+Risk = Literal["error_among_accepted", "cost_per_item"]
+
+
+def max_item_cost(cost: CostModel, stage: Stage) -> float:
+    """The largest cost one item can incur at ``stage``: the bound that normalises cost to [0, 1]."""
+    y = torch.tensor([True, False])
+    accept, reject = stage_costs(cost, y, stage)
+    return float(torch.cat([accept, reject]).max())
+
+
+class LearnThenTestCalibrator:
+    """Threshold whose risk is at most ``alpha`` with probability at least ``1 - delta`` (Learn-then-Test).
+
+    **Guarantee.** Let the n calibration pairs (score, correct) and a test pair be i.i.d., and the
+    threshold grid fixed in advance. With probability at least ``1 - delta`` over the calibration
+    draw, the fitted threshold t satisfies ``R(t) <= alpha``, where R is
+
+    - ``risk="error_among_accepted"``: P(model wrong | score >= t), tested with exact binomial
+      (or Hoeffding-Bentkus) p-values given the number accepted;
+    - ``risk="cost_per_item"``: the expected cost of one item under the cascade's ``cost`` at
+      ``stage`` (``alpha`` in cost units), tested with Hoeffding-Bentkus p-values on the cost
+      divided by the largest possible item cost.
+
+    Precisely: with probability at least ``1 - delta`` *every* certified threshold has ``R <= alpha``
+    (family-wise error control). When nothing is certified the calibrator accepts nothing, which
+    satisfies the error-rate bound vacuously; for the cost it does so only if the skip cost is within
+    ``alpha`` -- otherwise no guarantee is possible from these data and ``fit`` warns. The
+    family-wise error over the grid is controlled by
+    fixed-sequence testing (fallback procedure with ``n_starts`` starts), Bonferroni, or Holm.
+    Reference: Angelopoulos, Bates, Candès, Jordan & Lei (2021), "Learn then Test", arXiv:2110.01052;
+    Hoeffding-Bentkus p-values from Bates, Angelopoulos, Lei, Malik & Jordan (2021), "Distribution-free,
+    risk-controlling prediction sets".
+
+    Among certified thresholds it takes the one of lowest calibration cost when ``cost`` is given,
+    otherwise the most permissive.
+
+    Parameters
+    ----------
+    alpha : float
+        Risk bound: in (0, 1) for the error rate; in cost units per item for the cost.
+    delta : float in (0, 1), default 0.1
+    risk : {"error_among_accepted", "cost_per_item"}, default "error_among_accepted"
+    cost : CostModel, optional
+        Required for ``risk="cost_per_item"``; used to choose among certified thresholds.
+    stage : {"pre", "post"}, default "post"
+    grid : torch.Tensor, optional
+        Fixed increasing thresholds; default 1001 points on [0, 1].
+    pvalue : {"binomial", "hoeffding_bentkus"}, optional
+        Default: binomial for the error rate, Hoeffding-Bentkus for the cost (binomial is invalid there).
+    fwer : {"fixed_sequence", "bonferroni", "holm"}, default "fixed_sequence"
+    n_starts : int, default 10
+
+    Attributes
+    ----------
+    threshold_ : float
+    valid_ : torch.Tensor of bool, shape (m,)
+    p_values_ : torch.Tensor, shape (m,)
+    grid_ : torch.Tensor, shape (m,)
+    """
+
+    def __init__(
+        self,
+        alpha: float,
+        delta: float = 0.1,
+        risk: Risk = "error_among_accepted",
+        cost: CostModel | None = None,
+        stage: Stage = "post",
+        grid: torch.Tensor | None = None,
+        pvalue: str | None = None,
+        fwer: FWER = "fixed_sequence",
+        n_starts: int = 10,
+    ) -> None:
+        self.alpha = alpha
+        self.delta = delta
+        self.risk = risk
+        self.cost = cost
+        self.stage = stage
+        self.grid = grid
+        self.pvalue = pvalue
+        self.fwer = fwer
+        self.n_starts = n_starts
+
+    # ------------------------------------------------------------------ stages
+
+    def _fit_validate(self, scores: torch.Tensor) -> tuple[torch.Tensor, str]:
+        owner = type(self).__name__
+        check_probability(owner, "delta", self.delta)
+        check_stage(owner, self.stage)
+        if self.risk not in ("error_among_accepted", "cost_per_item"):
+            msg = f"{owner}: `risk` must be 'error_among_accepted' or 'cost_per_item', got {self.risk!r}."
+            raise CascadeInputError(msg)
+        if self.risk == "error_among_accepted":
+            check_probability(owner, "alpha", self.alpha)
+        elif self.cost is None:
+            msg = f"{owner}: risk='cost_per_item' needs `cost`."
+            raise CascadeInputError(msg)
+        elif not (isinstance(self.alpha, int | float) and self.alpha > 0):
+            msg = f"{owner}: `alpha` (a cost per item) must be > 0, got {self.alpha!r}."
+            raise CascadeInputError(msg)
+        pvalue = self.pvalue or ("binomial" if self.risk == "error_among_accepted" else "hoeffding_bentkus")
+        if pvalue not in ("binomial", "hoeffding_bentkus"):
+            msg = f"{owner}: `pvalue` must be 'binomial' or 'hoeffding_bentkus', got {pvalue!r}."
+            raise CascadeInputError(msg)
+        if pvalue == "binomial" and self.risk == "cost_per_item":
+            msg = f"{owner}: binomial p-values need 0/1 losses; use pvalue='hoeffding_bentkus' for the cost."
+            raise CascadeInputError(msg)
+        if self.fwer not in ("fixed_sequence", "bonferroni", "holm"):
+            msg = f"{owner}: `fwer` must be 'fixed_sequence', 'bonferroni' or 'holm', got {self.fwer!r}."
+            raise CascadeInputError(msg)
+        if isinstance(self.n_starts, bool) or not isinstance(self.n_starts, int) or self.n_starts < 1:
+            msg = f"{owner}: `n_starts` must be an int >= 1, got {self.n_starts!r}."
+            raise CascadeInputError(msg)
+        return default_grid(owner, scores, self.grid), pvalue
+
+    def _fit_pvalues(
+        self, scores: torch.Tensor, correct: torch.Tensor, grid: torch.Tensor, pvalue: str
+    ) -> torch.Tensor:
+        n = scores.numel()
+        if self.risk == "error_among_accepted":
+            n_acc, k_acc = accepted_counts(scores, ~correct, grid)
+            test = binomial_pvalues if pvalue == "binomial" else hoeffding_bentkus_pvalues
+            return test(k_acc, n_acc, float(self.alpha))
+        assert self.cost is not None
+        bound = max_item_cost(self.cost, self.stage)
+        accept, reject = stage_costs(self.cost, correct, self.stage)
+        totals = reject.to(torch.float64).sum() + accepted_sums(scores, accept - reject, grid)
+        level = float(self.alpha) / bound
+        if level >= 1:  # every policy's cost is below the bound
+            return torch.zeros_like(totals)
+        return hoeffding_bentkus_pvalues(totals / bound, torch.full_like(totals, n), level)
+
+    def _fit_reject(self, p: torch.Tensor) -> torch.Tensor:
+        return fwer_reject(p, float(self.delta), self.fwer, self.n_starts)
+
+    def _fit_select(
+        self, scores: torch.Tensor, correct: torch.Tensor, grid: torch.Tensor, valid: torch.Tensor
+    ) -> float:
+        """Certified threshold of lowest calibration cost (ties: higher), or the most permissive one."""
+        nothing_ok = self.risk == "error_among_accepted" or self._nothing_within_budget(correct)
+        if self.cost is None:
+            return float(grid[valid.nonzero()[0, 0]]) if bool(valid.any()) else float("inf")
+        accept, reject = stage_costs(self.cost, correct, self.stage)
+        extra = accepted_sums(scores, accept - reject, grid)  # cost relative to accepting nothing
+        extra = torch.where(valid, extra, torch.full_like(extra, float("inf")))
+        best = int(torch.argmin(torch.flip(extra, [0])))
+        best_extra = float(torch.flip(extra, [0])[best])
+        if best_extra < 0 or (not nothing_ok and best_extra < float("inf")):
+            return float(torch.flip(grid, [0])[best])
+        return float("inf")
+
+    def _nothing_within_budget(self, correct: torch.Tensor) -> bool:
+        """Whether accepting nothing satisfies the cost bound (its cost is known exactly: no randomness)."""
+        assert self.cost is not None
+        _, reject = stage_costs(self.cost, correct[:1], self.stage)
+        return float(reject[0]) <= float(self.alpha)
+
+    # ------------------------------------------------------------------ API
+
+    def fit(self, scores: torch.Tensor, correct: torch.Tensor) -> LearnThenTestCalibrator:
+        """Certify grid thresholds on calibration ``scores`` (n,) and ``correct`` (n,), then pick one."""
+        check_fit_inputs(f"{type(self).__name__}.fit", scores, correct)
+        grid, pvalue = self._fit_validate(scores)
+        p = self._fit_pvalues(scores, correct, grid, pvalue)
+        valid = self._fit_reject(p)
+        self.grid_ = grid
+        self.p_values_ = p
+        self.valid_ = valid
+        self.threshold_ = self._fit_select(scores, correct, grid, valid)
+        if (
+            self.risk == "cost_per_item"
+            and self.threshold_ == float("inf")
+            and not self._nothing_within_budget(correct)
+        ):
+            warnings.warn(
+                f"{type(self).__name__}: no threshold is certified within {self.alpha} per item and skipping "
+                "everything costs more; it accepts nothing, which breaks the bound. Raise the bound or add data.",
+                stacklevel=2,
+            )
+        return self
+
+    def decide(self, scores: torch.Tensor) -> torch.Tensor:
+        """Bool tensor (n,) on the scores' device: True = go ahead."""
+        check_fitted(self, "threshold_")
+        check_scores(f"{type(self).__name__}.decide", scores)
+        return scores >= self.threshold_
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(alpha={self.alpha!r}, delta={self.delta!r}, risk={self.risk!r}, "
+            f"stage={self.stage!r}, fwer={self.fwer!r})"
+        )
+
+
+class BudgetCalibrator(LearnThenTestCalibrator):
+    """The most accurate policy whose expected cost per item stays within ``budget`` with probability 1 - delta.
+
+    **Guarantee.** With probability at least ``1 - delta`` over an i.i.d. calibration draw, the mean
+    cost per item of the fitted policy (expectation over a new item) is at most ``budget``:
+    P(mean cost per item > budget) <= delta. This is :class:`LearnThenTestCalibrator` with
+    ``risk="cost_per_item"`` (Hoeffding-Bentkus p-values); among certified thresholds it picks the
+    one answering the most items correctly on the calibration data (the lowest error), preferring
+    the higher threshold on ties. If nothing is certified it accepts nothing, which keeps the
+    guarantee only when the skip cost itself is within budget; otherwise ``fit`` warns.
+
+    Parameters
+    ----------
+    budget : float
+        Mean cost per item allowed, in the cost model's units.
+    cost : CostModel
+    delta : float in (0, 1), default 0.1
+    stage : {"pre", "post"}, default "pre"
+    grid, fwer, n_starts
+        As in :class:`LearnThenTestCalibrator`.
+
+    Examples
+    --------
+    >>> from cascadekit import LinearCost
+    >>> g = torch.Generator().manual_seed(0)
+    >>> s = torch.rand(4000, generator=g); y = torch.rand(4000, generator=g) < s
+    >>> cal = BudgetCalibrator(budget=2.9, cost=LinearCost(1, 3, 6), stage="pre").fit(s, y)
+    >>> 0 < cal.threshold_ < 1         # the best policy's mean cost is 2.67; skipping all costs 3
+    True
+    """
+
+    def __init__(
+        self,
+        budget: float,
+        cost: CostModel,
+        delta: float = 0.1,
+        stage: Stage = "pre",
+        grid: torch.Tensor | None = None,
+        fwer: FWER = "fixed_sequence",
+        n_starts: int = 10,
+    ) -> None:
+        super().__init__(
+            alpha=budget,
+            delta=delta,
+            risk="cost_per_item",
+            cost=cost,
+            stage=stage,
+            grid=grid,
+            pvalue="hoeffding_bentkus",
+            fwer=fwer,
+            n_starts=n_starts,
+        )
+        self.budget = budget
+
+    def _fit_select(
+        self, scores: torch.Tensor, correct: torch.Tensor, grid: torch.Tensor, valid: torch.Tensor
+    ) -> float:
+        right = accepted_sums(scores, correct.to(torch.float64), grid)
+        right = torch.where(valid, right, torch.full_like(right, -1.0))
+        if bool(valid.any()) and float(right.max()) > 0:
+            # most right answers; among those, the highest threshold (fewest runs)
+            best = int(torch.argmax(torch.flip(right, [0])))
+            return float(torch.flip(grid, [0])[best])
+        return float("inf")
+
+    def __repr__(self) -> str:
+        return f"BudgetCalibrator(budget={self.budget!r}, delta={self.delta!r}, stage={self.stage!r})"

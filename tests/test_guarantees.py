@@ -1,0 +1,198 @@
+"""Risk control, Learn-then-Test for cost, budget control and Mondrian calibration.
+
+Validity checks: a high-probability guarantee (1 - delta) is checked as the frequency of draws
+breaking the bound, allowed delta + 3 * sqrt(delta (1 - delta) / N) over N seeded draws (false-alarm
+probability about 0.13% if the true violation probability were exactly delta). A guarantee in
+expectation (conformal risk control) is checked as the mean true risk over N draws, allowed
+alpha + 3 * sd / sqrt(N) with sd the observed standard deviation (false alarm about 0.13% too).
+Synthetic data: s ~ U(0, 1), P(correct | s) = s, so every risk has a closed form.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import cascadekit as ck
+from cascadekit.calibrators import answered_wrong_loss, holm_reject
+from cascadekit.testing import check_calibrator
+
+COST = ck.LinearCost(1, 3, 6)
+
+
+def synthetic(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    s = torch.rand(n, generator=g, dtype=torch.float64)
+    return s, torch.rand(n, generator=g, dtype=torch.float64) < s
+
+
+def share_wrong(t: float) -> float:
+    """P(accepted and wrong) = integral_t^1 (1 - s) ds."""
+    t = min(max(t, 0.0), 1.0)
+    return (1 - t) ** 2 / 2
+
+
+def pre_cost(t: float, cost: ck.LinearCost = COST) -> float:
+    """Expected cost per item of running iff s >= t (pre stage)."""
+    t = min(max(t, 0.0), 1.0)
+    return t * cost.c_skip + (1 - t) * cost.c_infer + share_wrong(t) * cost.c_error
+
+
+@pytest.mark.parametrize(
+    "calibrator",
+    [
+        ck.RiskControlCalibrator(alpha=0.1),
+        ck.LearnThenTestCalibrator(alpha=0.2, delta=0.1, fwer="holm"),
+        ck.LearnThenTestCalibrator(alpha=3.1, risk="cost_per_item", cost=COST, stage="pre"),
+        ck.BudgetCalibrator(budget=3.1, cost=COST),
+        ck.MondrianCalibrator(ck.ThresholdCalibrator(COST), min_group_size=10),
+    ],
+    ids=repr,
+)
+def test_contract(calibrator) -> None:
+    check_calibrator(calibrator)
+
+
+def test_risk_control_validity_in_expectation() -> None:
+    alpha, draws = 0.1, 400
+    risks = torch.tensor(
+        [share_wrong(ck.RiskControlCalibrator(alpha).fit(*synthetic(300, s)).threshold_) for s in range(draws)]
+    )
+    assert float(risks.mean()) <= alpha + 3 * float(risks.std()) / math.sqrt(draws)
+    assert float(risks.mean()) > 0.07  # and it uses its budget: not a vacuous threshold
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 1000), st.floats(0.02, 0.3))
+def test_risk_control_matches_definition_and_is_monotone(seed, alpha) -> None:
+    s, y = synthetic(200, seed)
+    grid = torch.linspace(0, 1, 101, dtype=torch.float64)
+    got = ck.RiskControlCalibrator(alpha, grid=grid).fit(s, y).threshold_
+    losses = answered_wrong_loss(s, y, grid)
+    naive = next(
+        (float(t) for j, t in enumerate(grid) if (200 * float(losses[:, j].mean()) + 1) / 201 <= alpha), float("inf")
+    )
+    assert got == naive
+    # the custom-loss path (an (n, m) matrix) agrees with the counting path
+    assert ck.RiskControlCalibrator(alpha, loss=answered_wrong_loss, grid=grid).fit(s, y).threshold_ == got
+    assert ck.RiskControlCalibrator(alpha * 1.5, grid=grid).fit(s, y).threshold_ <= got
+
+
+def test_risk_control_rejects_bad_losses() -> None:
+    s, y = synthetic(100, 0)
+
+    def increasing(scores, correct, thresholds):
+        return (scores.unsqueeze(1) < thresholds.unsqueeze(0)).double()
+
+    with pytest.raises(ck.CascadeInputError, match="non-increasing"):
+        ck.RiskControlCalibrator(0.1, loss=increasing).fit(s, y)
+    with pytest.raises(ck.CascadeInputError, match=r"\[0, bound=0.5\]"):
+        ck.RiskControlCalibrator(0.1, loss=answered_wrong_loss, bound=0.5).fit(s, y)
+    with pytest.raises(ck.CascadeInputError, match="must return shape"):
+        ck.RiskControlCalibrator(0.1, loss=lambda a, b, c: torch.zeros(3, 3)).fit(s, y)
+
+
+def naive_holm(p: list[float], level: float) -> list[bool]:
+    order = sorted(range(len(p)), key=lambda i: (p[i], i))
+    out = [False] * len(p)
+    for rank, i in enumerate(order):
+        if p[i] > level / (len(p) - rank):
+            break
+        out[i] = True
+    return out
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.floats(0, 1), min_size=1, max_size=30), st.floats(0.01, 0.3))
+def test_holm_matches_naive(p, level) -> None:
+    assert holm_reject(torch.tensor(p, dtype=torch.float64), level).tolist() == naive_holm(p, level)
+
+
+@pytest.mark.parametrize("fwer", ["fixed_sequence", "holm"])
+def test_cost_risk_validity(fwer) -> None:
+    # LTT's guarantee: with probability >= 1 - delta no certified threshold has risk above the bound.
+    # (When nothing is certified and skipping costs more than the bound, no guarantee is possible;
+    # the calibrator warns, see test_budget_warns_when_nothing_fits.)
+    bound, delta, draws = 2.9, 0.1, 200
+    violations, used = 0, 0
+    for seed in range(draws):
+        cal = ck.LearnThenTestCalibrator(bound, delta, risk="cost_per_item", cost=COST, stage="pre", fwer=fwer)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cal.fit(*synthetic(4000, seed))
+        certified = cal.grid_[cal.valid_].tolist()
+        violations += any(pre_cost(t) > bound + 1e-12 for t in certified)
+        used += cal.threshold_ < float("inf")
+    assert violations / draws <= delta + 3 * math.sqrt(delta * (1 - delta) / draws)
+    assert used / draws > 0.8  # with 4,000 items a threshold is usually certified (the best costs 2.67)
+
+
+def test_budget_validity_and_choice() -> None:
+    budget, delta, draws = 2.85, 0.1, 200
+    violations = 0
+    for seed in range(draws):
+        s, y = synthetic(4000, seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cal = ck.BudgetCalibrator(budget, COST, delta=delta).fit(s, y)
+        t = cal.threshold_
+        violations += any(pre_cost(g) > budget + 1e-12 for g in cal.grid_[cal.valid_].tolist())
+        if t < float("inf"):
+            # among certified thresholds: the most right answers on calibration data, ties to the higher
+            right = [(float(((s >= g) & y).sum()), float(g)) for g in cal.grid_[cal.valid_]]
+            assert max(right)[1] == t
+    assert violations / draws <= delta + 3 * math.sqrt(delta * (1 - delta) / draws)
+
+
+def test_budget_warns_when_nothing_fits() -> None:
+    with pytest.warns(UserWarning, match="breaks the bound"):
+        ck.BudgetCalibrator(1.0, COST).fit(*synthetic(500, 0))
+
+
+def test_ltt_settings_errors() -> None:
+    s, y = synthetic(100, 0)
+    with pytest.raises(ck.CascadeInputError, match="needs `cost`"):
+        ck.LearnThenTestCalibrator(2.0, risk="cost_per_item").fit(s, y)
+    with pytest.raises(ck.CascadeInputError, match="0/1 losses"):
+        ck.LearnThenTestCalibrator(2.0, risk="cost_per_item", cost=COST, pvalue="binomial").fit(s, y)
+    with pytest.raises(ck.CascadeInputError, match="risk"):
+        ck.LearnThenTestCalibrator(0.2, risk="latency").fit(s, y)  # type: ignore[arg-type]
+
+
+def test_mondrian_per_group_and_fallback() -> None:
+    g = torch.Generator().manual_seed(0)
+    n = 3000
+    groups = ["easy" if i % 3 == 0 else "hard" if i % 3 == 1 else "rare" for i in range(n)]
+    groups = [g_ if not (g_ == "rare" and i > 60) else "easy" for i, g_ in enumerate(groups)]
+    s = torch.rand(n, generator=g, dtype=torch.float64)
+    # "hard" items are right far less often at the same score
+    p = torch.where(torch.tensor([x == "hard" for x in groups]), s * 0.5, s)
+    y = torch.rand(n, generator=g, dtype=torch.float64) < p
+    cal = ck.MondrianCalibrator(ck.ConformalCalibrator(alpha=0.2, delta=0.1), min_group_size=100).fit(s, y, groups)
+    assert set(cal.group_calibrators_) == {"easy", "hard"}
+    assert cal.group_calibrators_["hard"].threshold_ > cal.group_calibrators_["easy"].threshold_
+    out = cal.decide(torch.full((3,), 0.8, dtype=torch.float64), ["easy", "hard", "unseen"])
+    assert out.tolist() == [True, False, bool(cal.pooled_.decide(torch.tensor([0.8], dtype=torch.float64))[0])]
+    with pytest.raises(ck.CascadeInputError, match="sequence of 3 labels"):
+        cal.decide(torch.full((3,), 0.8), ["a"])
+
+
+def test_mondrian_in_a_cascade_uses_subjects() -> None:
+    from test_cascade import CAL, MODEL, TEST
+
+    cascade = ck.Cascade(
+        MODEL,
+        COST,
+        post_gate=ck.MaxProbGate(),
+        calibrator=ck.MondrianCalibrator(ck.ThresholdCalibrator(COST), min_group_size=50),
+    ).fit(CAL)
+    assert set(cascade.post_calibrator_.group_calibrators_) == set(CAL.subjects)
+    result = cascade.run(TEST)
+    for subject, cal in cascade.post_calibrator_.group_calibrators_.items():
+        mask = torch.tensor([x == subject for x in TEST.subjects])
+        assert torch.equal(result.answered[mask], cal.decide(result.post_scores[mask]))
