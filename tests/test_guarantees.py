@@ -196,3 +196,46 @@ def test_mondrian_in_a_cascade_uses_subjects() -> None:
     for subject, cal in cascade.post_calibrator_.group_calibrators_.items():
         mask = torch.tensor([x == subject for x in TEST.subjects])
         assert torch.equal(result.answered[mask], cal.decide(result.post_scores[mask]))
+
+
+def test_sequential_profiler_contract() -> None:
+    check_calibrator(ck.SequentialProfiler(alpha=0.2, delta=0.1, batch_size=100, tolerance=0.1))
+
+
+def test_sequential_profiler_validity() -> None:
+    alpha, delta, draws = 0.2, 0.1, 60
+    violations = 0
+    for seed in range(draws):
+        s, y = synthetic(4000, seed)
+        prof = ck.SequentialProfiler(alpha, delta, batch_size=250, tolerance=0.1, seed=seed).fit(s, y)
+        violations += prof.threshold_ <= 1 and (1 - prof.threshold_) / 2 > alpha + 1e-12
+        assert prof.history_[-1][0] == prof.labels_used_
+    assert violations / draws <= delta + 3 * math.sqrt(delta * (1 - delta) / draws)
+
+
+def test_sequential_profiler_stops_early_when_the_decision_is_clear() -> None:
+    # right 95% of the time above score 0.5, 5% below: the error among accepted is 0.2 at t = 0.4
+    g = torch.Generator().manual_seed(0)
+    s = torch.rand(20_000, generator=g, dtype=torch.float64)
+    y = torch.rand(20_000, generator=g, dtype=torch.float64) < torch.where(s > 0.5, 0.95, 0.05)
+    prof = ck.SequentialProfiler(alpha=0.2, delta=0.1, batch_size=100, tolerance=0.05).fit(s, y)
+    assert prof.labels_used_ <= 3200  # out of 20,000
+    assert 0.4 <= prof.threshold_ <= 0.45
+    certified, optimistic = prof.history_[-1][1:]
+    assert certified - optimistic <= 0.05
+
+
+def test_sequential_profiler_reads_only_what_it_asks_for() -> None:
+    s, y = synthetic(5000, 1)
+    asked: list[int] = []
+
+    def label(idx):
+        asked.extend(idx.tolist())
+        return y[idx]
+
+    prof = ck.SequentialProfiler(alpha=0.2, batch_size=250, tolerance=0.1).profile(s, label)
+    assert len(asked) == prof.labels_used_ == len(set(asked))
+    with pytest.raises(ck.CascadeInputError, match="labelling function"):
+        ck.SequentialProfiler(alpha=0.2).profile(s, lambda idx: torch.zeros(3))
+    with pytest.raises(ck.CascadeInputError, match="batch_size"):
+        ck.SequentialProfiler(alpha=0.2, batch_size=0).fit(s, y)

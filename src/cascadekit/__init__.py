@@ -14,6 +14,7 @@ from cascadekit.calibrators import (
     LearnThenTestCalibrator,
     MondrianCalibrator,
     RiskControlCalibrator,
+    SequentialProfiler,
     ThresholdCalibrator,
     make_calibrator,
 )
@@ -73,6 +74,7 @@ __all__ = [
     "ProbeGate",
     "RecordedModel",
     "RiskControlCalibrator",
+    "SequentialProfiler",
     "StackedGate",
     "SubjectPriorGate",
     "ThresholdCalibrator",

@@ -15,6 +15,7 @@ from cascadekit.calibrators.conformal import (
 from cascadekit.calibrators.ltt import BudgetCalibrator, LearnThenTestCalibrator
 from cascadekit.calibrators.mondrian import MondrianCalibrator
 from cascadekit.calibrators.risk_control import RiskControlCalibrator, answered_wrong_loss
+from cascadekit.calibrators.sequential import SequentialProfiler
 from cascadekit.calibrators.threshold import ConstantCalibrator, ThresholdCalibrator, min_cost_threshold
 from cascadekit.exceptions import CascadeInputError
 from cascadekit.protocols import Calibrator, CostModel, Stage
@@ -28,6 +29,7 @@ __all__ = [
     "LearnThenTestCalibrator",
     "MondrianCalibrator",
     "RiskControlCalibrator",
+    "SequentialProfiler",
     "ThresholdCalibrator",
     "answered_wrong_loss",
     "binomial_pvalues",
