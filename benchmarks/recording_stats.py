@@ -5,7 +5,9 @@ python benchmarks/recording_stats.py
 
 from __future__ import annotations
 
+import argparse
 import json
+from pathlib import Path
 
 import torch
 
@@ -36,5 +38,31 @@ def main() -> dict[str, object]:
     return report
 
 
+def write_docs(report: dict[str, object], path: Path) -> None:
+    rows = [
+        "| recording | model | accuracy (all / dev / val / test) | mean prompt tokens | recording time | s per question |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in ck.datasets.SHIPPED_RECORDINGS:
+        r = report[name]
+        assert isinstance(r, dict)
+        acc = r["accuracy_by_split"]
+        rows.append(
+            f"| `{name}` | {r['model']} | {r['accuracy']:.3f} / {acc['dev']:.3f} / {acc['val']:.3f} / {acc['test']:.3f} "
+            f"| {r['mean_prompt_tokens']} | {r['recording_seconds'] / 60:.1f} min | {r['seconds_per_question']:.3f} |"
+        )
+    text = path.read_text(encoding="utf-8")
+    start, end = "<!-- stats:start -->", "<!-- stats:end -->"
+    head, rest = text.split(start)
+    _, tail = rest.split(end)
+    path.write_text(head + start + "\n" + "\n".join(rows) + "\n" + end + tail, encoding="utf-8")
+
+
 if __name__ == "__main__":
-    print(json.dumps(main(), indent=2))
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--docs", type=Path, default=None, help="rewrite the table in this Markdown file")
+    args = parser.parse_args()
+    report = main()
+    if args.docs is not None:
+        write_docs(report, args.docs)
+    print(json.dumps(report, indent=2))

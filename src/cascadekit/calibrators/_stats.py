@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -13,6 +14,7 @@ from cascadekit._validation import describe
 from cascadekit.exceptions import CascadeInputError
 
 __all__ = [
+    "GridCuts",
     "accepted_counts",
     "accepted_sums",
     "binomial_pvalues",
@@ -58,15 +60,38 @@ def hoeffding_bentkus_pvalues(errors: torch.Tensor, n: torch.Tensor, alpha: floa
     return torch.from_numpy(p.astype(np.float64)).to(errors.device)
 
 
+@dataclass(frozen=True)
+class GridCuts:
+    """Where each grid threshold cuts the sorted scores: one sort serves every per-threshold sum.
+
+    ``order`` sorts the n scores ascending; ``first[j]`` is the position of the first score
+    ``>= grid[j]``, so the items accepted at ``grid[j]`` are ``order[first[j]:]``.
+    """
+
+    order: torch.Tensor
+    first: torch.Tensor
+
+    @classmethod
+    def of(cls, scores: torch.Tensor, grid: torch.Tensor) -> GridCuts:
+        """Sort ``scores`` (n,) once and locate every value of ``grid`` (m,) in them."""
+        order = torch.argsort(scores)
+        s = scores[order].to(torch.float64)
+        return cls(order, torch.searchsorted(s, grid.to(device=s.device, dtype=torch.float64), side="left"))
+
+    def count(self) -> torch.Tensor:
+        """Items accepted at each threshold, (m,) int64."""
+        return self.order.numel() - self.first
+
+    def sum(self, values: torch.Tensor) -> torch.Tensor:
+        """Sum of ``values`` (n,) over the items accepted at each threshold, (m,) float64."""
+        cum = torch.cat([values.new_zeros(1, dtype=torch.float64), values.to(torch.float64)[self.order].cumsum(0)])
+        return cum[-1] - cum[self.first]
+
+
 def accepted_counts(scores: torch.Tensor, wrong: torch.Tensor, grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """For every grid value t: items with score >= t, and wrong ones among them."""
-    order = torch.argsort(scores)
-    s = scores[order].to(torch.float64)
-    cum_wrong = torch.cat([wrong.new_zeros(1, dtype=torch.int64), wrong[order].to(torch.int64).cumsum(0)])
-    first = torch.searchsorted(s, grid.to(device=s.device, dtype=torch.float64), side="left")
-    n_acc = scores.numel() - first
-    k_acc = cum_wrong[-1] - cum_wrong[first]
-    return n_acc, k_acc
+    """For every grid value t: items with score >= t, and wrong ones among them (both (m,))."""
+    cuts = GridCuts.of(scores, grid)
+    return cuts.count(), cuts.sum(wrong).round().to(torch.int64)
 
 
 def fallback_reject(p_desc: torch.Tensor, level: float, n_starts: int) -> torch.Tensor:
@@ -167,11 +192,7 @@ def default_grid(owner: str, scores: torch.Tensor, grid: torch.Tensor | None) ->
 
 def accepted_sums(scores: torch.Tensor, values: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     """For every grid value t, the sum of ``values`` over items with ``score >= t``: shape (m,), float64."""
-    order = torch.argsort(scores)
-    s = scores[order].to(torch.float64)
-    cum = torch.cat([values.new_zeros(1, dtype=torch.float64), values.to(torch.float64)[order].cumsum(0)])
-    first = torch.searchsorted(s, grid.to(device=s.device, dtype=torch.float64), side="left")
-    return cum[-1] - cum[first]
+    return GridCuts.of(scores, grid).sum(values)
 
 
 def holm_reject(p: torch.Tensor, level: float) -> torch.Tensor:

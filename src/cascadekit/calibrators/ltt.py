@@ -11,8 +11,7 @@ from cascadekit._fitting import check_fit_inputs, check_fitted, check_stage, sta
 from cascadekit._validation import check_probability, check_scores
 from cascadekit.calibrators._stats import (
     FWER,
-    accepted_counts,
-    accepted_sums,
+    GridCuts,
     binomial_pvalues,
     default_grid,
     fwer_reject,
@@ -137,18 +136,16 @@ class LearnThenTestCalibrator:
             raise CascadeInputError(msg)
         return default_grid(owner, scores, self.grid), pvalue
 
-    def _fit_pvalues(
-        self, scores: torch.Tensor, correct: torch.Tensor, grid: torch.Tensor, pvalue: str
-    ) -> torch.Tensor:
-        n = scores.numel()
+    def _fit_pvalues(self, cuts: GridCuts, correct: torch.Tensor, pvalue: str) -> torch.Tensor:
+        n = correct.numel()
         if self.risk == "error_among_accepted":
-            n_acc, k_acc = accepted_counts(scores, ~correct, grid)
+            n_acc, k_acc = cuts.count(), cuts.sum(~correct).round().to(torch.int64)
             test = binomial_pvalues if pvalue == "binomial" else hoeffding_bentkus_pvalues
             return test(k_acc, n_acc, float(self.alpha))
         assert self.cost is not None
         bound = max_item_cost(self.cost, self.stage)
         accept, reject = stage_costs(self.cost, correct, self.stage)
-        totals = reject.to(torch.float64).sum() + accepted_sums(scores, accept - reject, grid)
+        totals = reject.to(torch.float64).sum() + cuts.sum(accept - reject)
         level = float(self.alpha) / bound
         if level >= 1:  # every policy's cost is below the bound
             return torch.zeros_like(totals)
@@ -157,15 +154,13 @@ class LearnThenTestCalibrator:
     def _fit_reject(self, p: torch.Tensor) -> torch.Tensor:
         return fwer_reject(p, float(self.delta), self.fwer, self.n_starts)
 
-    def _fit_select(
-        self, scores: torch.Tensor, correct: torch.Tensor, grid: torch.Tensor, valid: torch.Tensor
-    ) -> float:
+    def _fit_select(self, cuts: GridCuts, correct: torch.Tensor, grid: torch.Tensor, valid: torch.Tensor) -> float:
         """Certified threshold of lowest calibration cost (ties: higher), or the most permissive one."""
         nothing_ok = self.risk == "error_among_accepted" or self._nothing_within_budget(correct)
         if self.cost is None:
             return float(grid[valid.nonzero()[0, 0]]) if bool(valid.any()) else float("inf")
         accept, reject = stage_costs(self.cost, correct, self.stage)
-        extra = accepted_sums(scores, accept - reject, grid)  # cost relative to accepting nothing
+        extra = cuts.sum(accept - reject)  # cost relative to accepting nothing
         extra = torch.where(valid, extra, torch.full_like(extra, float("inf")))
         best = int(torch.argmin(torch.flip(extra, [0])))
         best_extra = float(torch.flip(extra, [0])[best])
@@ -185,12 +180,13 @@ class LearnThenTestCalibrator:
         """Certify grid thresholds on calibration ``scores`` (n,) and ``correct`` (n,), then pick one."""
         check_fit_inputs(f"{type(self).__name__}.fit", scores, correct)
         grid, pvalue = self._fit_validate(scores)
-        p = self._fit_pvalues(scores, correct, grid, pvalue)
+        cuts = GridCuts.of(scores, grid)
+        p = self._fit_pvalues(cuts, correct, pvalue)
         valid = self._fit_reject(p)
         self.grid_ = grid
         self.p_values_ = p
         self.valid_ = valid
-        self.threshold_ = self._fit_select(scores, correct, grid, valid)
+        self.threshold_ = self._fit_select(cuts, correct, grid, valid)
         if (
             self.risk == "cost_per_item"
             and self.threshold_ == float("inf")
@@ -270,10 +266,8 @@ class BudgetCalibrator(LearnThenTestCalibrator):
         )
         self.budget = budget
 
-    def _fit_select(
-        self, scores: torch.Tensor, correct: torch.Tensor, grid: torch.Tensor, valid: torch.Tensor
-    ) -> float:
-        right = accepted_sums(scores, correct.to(torch.float64), grid)
+    def _fit_select(self, cuts: GridCuts, correct: torch.Tensor, grid: torch.Tensor, valid: torch.Tensor) -> float:
+        right = cuts.sum(correct)
         right = torch.where(valid, right, torch.full_like(right, -1.0))
         if bool(valid.any()) and float(right.max()) > 0:
             # most right answers; among those, the highest threshold (fewest runs)
