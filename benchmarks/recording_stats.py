@@ -40,17 +40,17 @@ def main() -> dict[str, object]:
 
 def write_docs(report: dict[str, object], path: Path) -> None:
     rows = [
-        "| recording | model | accuracy (all / dev / val / test) | mean prompt tokens | recording time | s per question |",
+        "| recording | model | accuracy (all / dev / val / test) | mean prompt tokens | recording time "
+        "| s per question |",
         "|---|---|---|---|---|---|",
     ]
     for name in ck.datasets.SHIPPED_RECORDINGS:
         r = report[name]
         assert isinstance(r, dict)
         acc = r["accuracy_by_split"]
-        rows.append(
-            f"| `{name}` | {r['model']} | {r['accuracy']:.3f} / {acc['dev']:.3f} / {acc['val']:.3f} / {acc['test']:.3f} "
-            f"| {r['mean_prompt_tokens']} | {r['recording_seconds'] / 60:.1f} min | {r['seconds_per_question']:.3f} |"
-        )
+        accuracies = f"{r['accuracy']:.3f} / {acc['dev']:.3f} / {acc['val']:.3f} / {acc['test']:.3f}"
+        timing = f"{r['recording_seconds'] / 60:.1f} min | {r['seconds_per_question']:.3f}"
+        rows.append(f"| `{name}` | {r['model']} | {accuracies} | {r['mean_prompt_tokens']} | {timing} |")
     text = path.read_text(encoding="utf-8")
     start, end = "<!-- stats:start -->", "<!-- stats:end -->"
     head, rest = text.split(start)
