@@ -20,6 +20,7 @@ import argparse
 import json
 import math
 import time
+from pathlib import Path
 
 import torch
 
@@ -39,6 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--gguf-file", default=None)
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--json", action="store_true", help="print the table as JSON")
+    p.add_argument("--markdown", type=Path, default=None, help="also append the table to this Markdown file")
     return p.parse_args(argv)
 
 
@@ -130,6 +132,20 @@ def print_table(rows: list[dict[str, object]], title: str) -> None:
         print("  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(c, widths, strict=True))))
 
 
+def markdown_table(rows: list[dict[str, object]], title: str, command: str) -> str:
+    cols = ["policy", "total_cost", "runs", "skips", "wrong", "accuracy_answered", "savings_captured"]
+    lines = [
+        f"### {title}",
+        "",
+        f"`{command}`",
+        "",
+        "| policy | total cost | runs | skips | wrong | acc. answered | share of oracle savings |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    lines += ["| " + " | ".join("-" if r[c] is None else str(r[c]) for c in cols) + " |" for r in rows]
+    return "\n".join(lines) + "\n\n"
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     args = parse_args(argv)
     cost = ck.LinearCost(c_infer=args.c, c_skip=args.S, c_error=args.E)
@@ -164,8 +180,14 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
         print(json.dumps({"title": title, "rows": rows}, indent=2))
     else:
         print_table(rows, title)
+    if args.markdown is not None:
+        command = "python examples/mmlu_gate.py " + " ".join(a for a in (argv or []) if not a.endswith(".md"))
+        with args.markdown.open("a", encoding="utf-8") as fh:
+            fh.write(markdown_table(rows, title, command.replace(" --markdown", "").strip()))
     return rows
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    main(sys.argv[1:])
