@@ -239,3 +239,63 @@ def test_sequential_profiler_reads_only_what_it_asks_for() -> None:
         ck.SequentialProfiler(alpha=0.2).profile(s, lambda idx: torch.zeros(3))
     with pytest.raises(ck.CascadeInputError, match="batch_size"):
         ck.SequentialProfiler(alpha=0.2, batch_size=0).fit(s, y)
+
+
+def two_stage_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pre score u, post score v, both U(0, 1); P(correct) = (u + v) / 2."""
+    g = torch.Generator().manual_seed(seed)
+    u = torch.rand(n, generator=g, dtype=torch.float64)
+    v = torch.rand(n, generator=g, dtype=torch.float64)
+    return u, v, torch.rand(n, generator=g, dtype=torch.float64) < (u + v) / 2
+
+
+def true_error_answered(t1: float, t2: float) -> float:
+    """P(wrong | u >= t1, v >= t2) with P(correct) = (u + v) / 2: 1 - (mean u + mean v) / 2 on the box."""
+    if t1 > 1 or t2 > 1:
+        return 0.0
+    return 1 - ((1 + t1) / 2 + (1 + t2) / 2) / 2
+
+
+def test_two_stage_counts_match_naive_and_validity() -> None:
+    from cascadekit.calibrators import TwoStageCalibrator
+
+    u, v, y = two_stage_data(400, 0)
+    grid = torch.linspace(0, 1, 6, dtype=torch.float64)
+    cal = TwoStageCalibrator(0.3, 0.1, grid_pre=grid, grid_post=grid, fwer="bonferroni").fit(u, v, y)
+    for i, a in enumerate(grid.tolist()):
+        for j, b in enumerate(grid.tolist()):
+            acc = (u >= a) & (v >= b)
+            k, n = int((acc & ~y).sum()), int(acc.sum())
+            expected = float(stats_binom_cdf(k, n, 0.3)) if n else 1.0
+            assert float(cal.p_values_[i, j]) == pytest.approx(expected, rel=1e-9, abs=1e-15)
+    violations, draws = 0, 200
+    for seed in range(draws):
+        fitted = TwoStageCalibrator(0.3, 0.1, cost=COST).fit(*two_stage_data(1000, seed))
+        violations += true_error_answered(fitted.pre_threshold_, fitted.post_threshold_) > 0.3 + 1e-12
+    assert violations / draws <= 0.1 + 3 * math.sqrt(0.1 * 0.9 / draws)
+
+
+def stats_binom_cdf(k: int, n: int, p: float) -> float:
+    from scipy import stats
+
+    return float(stats.binom.cdf(k, n, p))
+
+
+def test_two_stage_in_a_cascade() -> None:
+    from cascadekit.calibrators import TwoStageCalibrator
+    from test_cascade import CAL, MODEL, TEST, SubjectGate
+
+    table = {"astronomy": 0.9, "college_physics": 0.2, "world_religions": 0.5}
+    cascade = ck.Cascade(
+        MODEL,
+        COST,
+        pre_gate=SubjectGate(table, cost=0.0),
+        post_gate=ck.MaxProbGate(),
+        calibrator=TwoStageCalibrator(alpha=0.3, delta=0.1, cost=COST),
+    ).fit(CAL)
+    joint = cascade.joint_calibrator_
+    assert cascade.pre_calibrator_.threshold_ == joint.pre_threshold_
+    result = cascade.run(TEST)
+    assert torch.equal(result.ran, result.pre_scores >= joint.pre_threshold_)
+    with pytest.raises(ck.CascadeInputError, match="needs both a pre_gate and a post_gate"):
+        ck.Cascade(MODEL, COST, post_gate=ck.MaxProbGate(), calibrator=TwoStageCalibrator(0.3)).fit(CAL)

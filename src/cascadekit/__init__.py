@@ -16,6 +16,7 @@ from cascadekit.calibrators import (
     RiskControlCalibrator,
     SequentialProfiler,
     ThresholdCalibrator,
+    TwoStageCalibrator,
     make_calibrator,
 )
 from cascadekit.cascade import DECISIONS, Cascade, CascadeResult
@@ -78,6 +79,7 @@ __all__ = [
     "StackedGate",
     "SubjectPriorGate",
     "ThresholdCalibrator",
+    "TwoStageCalibrator",
     "__version__",
     "baselines",
     "bayes_decision",

@@ -11,6 +11,7 @@ import torch
 from cascadekit._fitting import check_fitted
 from cascadekit._validation import check_log_probs, check_scores
 from cascadekit.calibrators import make_calibrator
+from cascadekit.calibrators.joint import FixedThresholdCalibrator, TwoStageCalibrator
 from cascadekit.cost import CostBreakdown
 from cascadekit.exceptions import CascadeInputError
 from cascadekit.gates._learned import require_fitted
@@ -22,7 +23,7 @@ __all__ = ["DECISIONS", "Cascade", "CascadeResult"]
 #: Per-item outcome codes of :attr:`CascadeResult.decision`.
 DECISIONS = ("skip", "abstain", "answer")
 
-CalibratorSpec = Calibrator | str | Mapping[str, Calibrator | str]
+CalibratorSpec = Calibrator | str | Mapping[str, Calibrator | str] | TwoStageCalibrator
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,8 @@ class Cascade:
     calibrator : Calibrator, str or mapping, default "threshold"
         How each gate's score becomes a decision. A name (see :data:`cascadekit.calibrators.CALIBRATORS`)
         is built per stage with this cascade's ``cost``; an instance is copied before fitting (your
-        object stays unfitted); with both gates, pass ``{"pre": ..., "post": ...}``.
+        object stays unfitted); with both gates, pass ``{"pre": ..., "post": ...}``, or a
+        :class:`~cascadekit.calibrators.TwoStageCalibrator` to choose both thresholds jointly.
 
     Attributes
     ----------
@@ -213,6 +215,10 @@ class Cascade:
         passed = torch.ones_like(correct)
         self.pre_calibrator_: Calibrator | None = None
         self.post_calibrator_: Calibrator | None = None
+        if isinstance(self.calibrator, TwoStageCalibrator):
+            self._fit_joint(items, log_probs, correct)
+            self.n_calibration_ = len(items)
+            return self
         if self.pre_gate is not None:
             scores = self._gate_scores("pre", items, None)
             self.pre_calibrator_ = _fit(self._make("pre"), scores, correct, items.subjects)
@@ -224,6 +230,20 @@ class Cascade:
             self.post_calibrator_ = _fit(self._make("post"), scores[use], correct[use], subjects)
         self.n_calibration_ = len(items)
         return self
+
+    def _fit_joint(self, items: ChoiceItems, log_probs: torch.Tensor, correct: torch.Tensor) -> None:
+        """Fit a TwoStageCalibrator on both gates' scores of every calibration item."""
+        if self.pre_gate is None or self.post_gate is None:
+            msg = "Cascade: a TwoStageCalibrator needs both a pre_gate and a post_gate."
+            raise CascadeInputError(msg)
+        assert isinstance(self.calibrator, TwoStageCalibrator)
+        joint = copy.deepcopy(self.calibrator).fit(
+            self._gate_scores("pre", items, None), self._gate_scores("post", items, log_probs), correct
+        )
+        self.joint_calibrator_ = joint
+        yes = torch.ones(1, dtype=torch.bool)
+        self.pre_calibrator_ = FixedThresholdCalibrator(joint.pre_threshold_).fit(torch.zeros(1), yes)
+        self.post_calibrator_ = FixedThresholdCalibrator(joint.post_threshold_).fit(torch.zeros(1), yes)
 
     def run(self, items: ChoiceItems) -> CascadeResult:
         """Decide every item, run the model only where the pre-gate allows, and price the outcome."""

@@ -12,6 +12,7 @@ from cascadekit.calibrators.conformal import (
     hoeffding_bentkus_pvalues,
     ltt_valid_thresholds,
 )
+from cascadekit.calibrators.joint import FixedThresholdCalibrator, TwoStageCalibrator
 from cascadekit.calibrators.ltt import BudgetCalibrator, LearnThenTestCalibrator
 from cascadekit.calibrators.mondrian import MondrianCalibrator
 from cascadekit.calibrators.risk_control import RiskControlCalibrator, answered_wrong_loss
@@ -26,11 +27,13 @@ __all__ = [
     "BudgetCalibrator",
     "ConformalCalibrator",
     "ConstantCalibrator",
+    "FixedThresholdCalibrator",
     "LearnThenTestCalibrator",
     "MondrianCalibrator",
     "RiskControlCalibrator",
     "SequentialProfiler",
     "ThresholdCalibrator",
+    "TwoStageCalibrator",
     "answered_wrong_loss",
     "binomial_pvalues",
     "hoeffding_bentkus_pvalues",
