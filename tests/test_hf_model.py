@@ -126,3 +126,44 @@ def test_early_exit_gate(tmp_path) -> None:
     torch.testing.assert_close(reloaded._features(ITEMS, None), fitted._features(ITEMS, None))
     with pytest.raises(CascadeInputError, match="layer"):
         EarlyExitGate(HFChoiceModel(MODEL, TOKENIZER), layer=5).fit(ITEMS, correct)
+
+
+class BoundaryMergingTokenizer:
+    """Delegates to a tokenizer, but a text ending in a blank line gets one extra token, as if the
+    boundary between prefix and question merged: the prefix's ids are then not a prefix of the prompt's."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.pad_token_id = inner.pad_token_id
+        self.eos_token_id = inner.eos_token_id
+
+    def __call__(self, texts):
+        single = isinstance(texts, str)
+        enc = self.inner([texts] if single else texts)
+        ids = [x + [1] if t.endswith("\n\n") else x for x, t in zip(enc["input_ids"], [texts] if single else texts)]
+        return {"input_ids": ids[0] if single else ids}
+
+    def encode(self, text, add_special_tokens=False):
+        return self.inner.encode(text, add_special_tokens=add_special_tokens)
+
+
+@pytest.mark.parametrize("n_shots", [0, 2])
+def test_prefix_cache_is_used_and_changes_nothing(monkeypatch, n_shots) -> None:
+    calls = []
+    model = HFChoiceModel(MODEL, TOKENIZER, batch_size=3, n_shots=n_shots, exemplars=EXEMPLARS)
+    original = model._prefix_kv
+    monkeypatch.setattr(model, "_prefix_kv", lambda ids: calls.append(len(ids)) or original(ids))
+    cached = model.score(ITEMS).log_probs
+    assert len(calls) == len(set(ITEMS.subjects))  # one prefix computation per subject, shared by its batches
+    plain = HFChoiceModel(MODEL, TOKENIZER, batch_size=3, n_shots=n_shots, exemplars=EXEMPLARS, prefix_cache=False)
+    torch.testing.assert_close(cached, plain.score(ITEMS).log_probs, atol=1e-5, rtol=0)
+
+
+def test_prefix_cache_falls_back_when_the_boundary_merges(monkeypatch) -> None:
+    tok = BoundaryMergingTokenizer(TOKENIZER)
+    model = HFChoiceModel(MODEL, tok, batch_size=4)
+    monkeypatch.setattr(model, "_prefix_kv", lambda ids: pytest.fail("the prefix must not be reused"))
+    out = model.score(ITEMS).log_probs
+    prefixes, suffixes = mmlu_prompts(ITEMS)
+    reference = naive_log_probs(MODEL, TOKENIZER, [p + s for p, s in zip(prefixes, suffixes, strict=True)], 4)
+    torch.testing.assert_close(out, reference, atol=1e-5, rtol=0)

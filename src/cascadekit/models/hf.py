@@ -74,6 +74,11 @@ class HFChoiceModel:
         Items per forward pass.
     padding_side : {"right", "left"}, default "right"
         Where padding goes inside a batch; both give the same scores.
+    prefix_cache : bool, default True
+        Compute the key/value cache of each subject's shared prefix (header and exemplars) once
+        per call and reuse it for every question of that subject, broadcast over the batch. An
+        item whose full-prompt tokenization does not start with the prefix's tokens (a merge
+        across the boundary) is scored on its full prompt instead, so scores never change.
 
     Examples
     --------
@@ -93,6 +98,7 @@ class HFChoiceModel:
         exemplars: Mapping[str, ChoiceItems] | None = None,
         batch_size: int = 8,
         padding_side: PaddingSide = "right",
+        prefix_cache: bool = True,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -101,6 +107,7 @@ class HFChoiceModel:
         self.exemplars = exemplars
         self.batch_size = batch_size
         self.padding_side = padding_side
+        self.prefix_cache = prefix_cache
 
     @classmethod
     def from_pretrained(
@@ -234,6 +241,62 @@ class HFChoiceModel:
         h_last = hidden[torch.arange(len(seqs), device=device), last]
         return self._head(h_last, option_ids)
 
+    @torch.inference_mode()
+    def _prefix_kv(self, prefix_ids: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Key/value tensors of every layer for one prefix, batch dimension 1."""
+        device = next(self.model.parameters()).device
+        ids = torch.tensor([prefix_ids], device=device)
+        out = self.model.get_decoder()(input_ids=ids, use_cache=True)
+        cache = out.past_key_values
+        return [(layer.keys, layer.values) for layer in cache.layers]
+
+    @torch.inference_mode()
+    def _forward_suffix(
+        self, kv: list[tuple[torch.Tensor, torch.Tensor]], prefix_len: int, seqs: list[list[int]], option_ids: list[int]
+    ) -> torch.Tensor:
+        """Option logits for suffixes that all continue the same cached prefix (right-padded)."""
+        from transformers import DynamicCache  # noqa: PLC0415
+
+        device = next(self.model.parameters()).device
+        b = len(seqs)
+        width = max(len(x) for x in seqs)
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = torch.full((b, width), int(pad_id), dtype=torch.int64)
+        mask = torch.zeros((b, prefix_len + width), dtype=torch.int64)
+        mask[:, :prefix_len] = 1
+        for r, x in enumerate(seqs):
+            ids[r, : len(x)] = torch.tensor(x)
+            mask[r, prefix_len : prefix_len + len(x)] = 1
+        positions = prefix_len + torch.arange(width).expand(b, width)
+        cache = DynamicCache()
+        for layer, (k, v) in enumerate(kv):
+            cache.update(k.expand(b, *k.shape[1:]).contiguous(), v.expand(b, *v.shape[1:]).contiguous(), layer)
+        out = self.model.get_decoder()(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            position_ids=positions.to(device),
+            past_key_values=cache,
+            use_cache=True,
+        )
+        last = torch.tensor([len(x) - 1 for x in seqs], device=device)
+        return self._head(out.last_hidden_state[torch.arange(b, device=device), last], option_ids)
+
+    def _split_prefixes(self, items: ChoiceItems) -> tuple[list[list[int]], list[int], dict[str, list[int]]]:
+        """Full token ids per item, the prefix length usable per item (0: none), and each prefix's ids."""
+        prefixes, suffixes = mmlu_prompts(items, self.n_shots, self.exemplars)
+        full = [
+            list(map(int, x))
+            for x in self.tokenizer([p + s for p, s in zip(prefixes, suffixes, strict=True)])["input_ids"]
+        ]
+        if not self.prefix_cache:
+            return full, [0] * len(items), {}
+        prefix_ids = {p: list(map(int, self.tokenizer(p)["input_ids"])) for p in set(prefixes)}
+        usable = []
+        for p, ids in zip(prefixes, full, strict=True):
+            pre = prefix_ids[p]
+            usable.append(len(pre) if len(ids) > len(pre) and ids[: len(pre)] == pre else 0)
+        return full, usable, prefix_ids
+
     @property
     def n_layers(self) -> int:
         """Number of decoder layers of the model."""
@@ -314,10 +377,27 @@ class HFChoiceModel:
         self._validate()
         if len(items) == 0:
             return
-        seqs = self.tokenize(items)
-        lengths = [len(s) for s in seqs]
         option_ids = self.option_token_ids(items.n_choices)
-        for batch in self._batches(lengths):
+        seqs, usable, prefix_ids = self._split_prefixes(items)
+        lengths = [len(s) for s in seqs]
+        prefixes, _ = mmlu_prompts(items, self.n_shots, self.exemplars) if prefix_ids else ([], [])
+        groups: dict[str, list[int]] = {}
+        plain: list[int] = []
+        for i, n_prefix in enumerate(usable):
+            if n_prefix:
+                groups.setdefault(prefixes[i], []).append(i)
+            else:
+                plain.append(i)
+        for prefix, members in groups.items():
+            kv = self._prefix_kv(prefix_ids[prefix])
+            n_prefix = len(prefix_ids[prefix])
+            for chunk in self._batches([lengths[i] for i in members]):
+                batch = [members[j] for j in chunk]
+                logits = self._forward_suffix(kv, n_prefix, [seqs[i][n_prefix:] for i in batch], option_ids)
+                lp = torch.log_softmax(logits, dim=-1).cpu()
+                yield batch, ModelOutput(lp, torch.tensor([lengths[i] for i in batch], dtype=torch.int64))
+        for chunk in self._batches([lengths[i] for i in plain]):
+            batch = [plain[j] for j in chunk]
             logits = self._forward_last([seqs[i] for i in batch], option_ids)
             lp = torch.log_softmax(logits, dim=-1).cpu()
             yield batch, ModelOutput(lp, torch.tensor([lengths[i] for i in batch], dtype=torch.int64))
