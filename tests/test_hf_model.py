@@ -140,7 +140,8 @@ class BoundaryMergingTokenizer:
     def __call__(self, texts):
         single = isinstance(texts, str)
         enc = self.inner([texts] if single else texts)
-        ids = [x + [1] if t.endswith("\n\n") else x for x, t in zip(enc["input_ids"], [texts] if single else texts)]
+        texts_list = [texts] if single else texts
+        ids = [[*x, 1] if t.endswith("\n\n") else x for x, t in zip(enc["input_ids"], texts_list, strict=True)]
         return {"input_ids": ids[0] if single else ids}
 
     def encode(self, text, add_special_tokens=False):
