@@ -168,3 +168,29 @@ def test_prefix_cache_falls_back_when_the_boundary_merges(monkeypatch) -> None:
     prefixes, suffixes = mmlu_prompts(ITEMS)
     reference = naive_log_probs(MODEL, TOKENIZER, [p + s for p, s in zip(prefixes, suffixes, strict=True)], 4)
     torch.testing.assert_close(out, reference, atol=1e-5, rtol=0)
+
+
+def test_token_budget_batches() -> None:
+    model = HFChoiceModel(MODEL, TOKENIZER, batch_size=4, max_batch_tokens=30)
+    lengths = [3, 9, 4, 10, 40, 5, 6]
+    batches = list(model._batches(lengths))
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for b in batches:
+        assert len(b) <= 4
+        assert len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 30
+    assert [4] in batches  # longer than the budget: alone
+
+
+def test_auto_batch_size_matches_naive() -> None:
+    auto = HFChoiceModel(MODEL, TOKENIZER, batch_size="auto", memory_budget_mb=0.05)
+    most_items, most_tokens = auto._limits()
+    assert most_items == 64
+    assert most_tokens == int(0.05 * 2**20 / auto.bytes_per_token())
+    torch.testing.assert_close(
+        auto.score(ITEMS).log_probs,
+        HFChoiceModel(MODEL, TOKENIZER, batch_size=1).score(ITEMS).log_probs,
+        atol=1e-5,
+        rtol=0,
+    )
+    with pytest.raises(CascadeInputError, match="max_batch_tokens"):
+        HFChoiceModel(MODEL, TOKENIZER, max_batch_tokens=0).score(ITEMS)

@@ -70,8 +70,14 @@ class HFChoiceModel:
         Solved exemplars per prompt, taken from ``exemplars``.
     exemplars : mapping subject -> ChoiceItems, optional
         Labelled exemplars (MMLU dev), see :func:`cascadekit.datasets.mmlu_exemplars`.
-    batch_size : int, default 8
-        Items per forward pass.
+    batch_size : int or "auto", default 8
+        Most items per forward pass. ``"auto"``: up to 64, limited by ``memory_budget_mb``.
+    max_batch_tokens : int, optional
+        Most padded tokens per forward pass (rows times the longest row); batches of short
+        prompts then hold more items than batches of long ones.
+    memory_budget_mb : float, default 2048
+        With ``batch_size="auto"``: activation memory allowed per forward pass, turned into
+        ``max_batch_tokens`` from the model's sizes (see :meth:`bytes_per_token`).
     padding_side : {"right", "left"}, default "right"
         Where padding goes inside a batch; both give the same scores.
     prefix_cache : bool, default True
@@ -96,9 +102,11 @@ class HFChoiceModel:
         name: str | None = None,
         n_shots: int = 0,
         exemplars: Mapping[str, ChoiceItems] | None = None,
-        batch_size: int = 8,
+        batch_size: int | Literal["auto"] = 8,
         padding_side: PaddingSide = "right",
         prefix_cache: bool = True,
+        max_batch_tokens: int | None = None,
+        memory_budget_mb: float = 2048.0,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -108,6 +116,8 @@ class HFChoiceModel:
         self.batch_size = batch_size
         self.padding_side = padding_side
         self.prefix_cache = prefix_cache
+        self.max_batch_tokens = max_batch_tokens
+        self.memory_budget_mb = memory_budget_mb
 
     @classmethod
     def from_pretrained(
@@ -176,18 +186,62 @@ class HFChoiceModel:
         enc = self.tokenizer([p + s for p, s in zip(prefixes, suffixes, strict=True)])
         return [list(map(int, ids)) for ids in enc["input_ids"]]
 
+    def bytes_per_token(self) -> int:
+        """Rough peak activation bytes per token of one forward pass: the widest layer's tensors plus the KV cache.
+
+        ``dtype bytes * (6 * hidden + 3 * intermediate + 2 * layers * kv_heads * head_dim)``.
+        """
+        cfg = self.model.config
+        hidden = int(cfg.hidden_size)
+        inter = int(getattr(cfg, "intermediate_size", 4 * hidden))
+        heads = int(getattr(cfg, "num_attention_heads", 1))
+        kv_heads = int(getattr(cfg, "num_key_value_heads", heads) or heads)
+        head_dim = int(getattr(cfg, "head_dim", None) or hidden // heads)
+        layers = int(getattr(cfg, "num_hidden_layers", 1))
+        size = next(self.model.parameters()).element_size()
+        return int(size) * (6 * hidden + 3 * inter + 2 * layers * kv_heads * head_dim)
+
+    def _limits(self) -> tuple[int, int | None]:
+        """(most items, most padded tokens) per forward pass."""
+        if self.batch_size == "auto":
+            budget = int(self.memory_budget_mb * 2**20 / self.bytes_per_token())
+            tokens = budget if self.max_batch_tokens is None else min(budget, self.max_batch_tokens)
+            return 64, max(tokens, 1)
+        return int(self.batch_size), self.max_batch_tokens
+
     def _validate(self) -> None:
-        if self.batch_size < 1:
-            msg = f"HFChoiceModel: `batch_size` must be >= 1, got {self.batch_size}."
+        if self.batch_size != "auto" and (
+            isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1
+        ):
+            msg = f"HFChoiceModel: `batch_size` must be an int >= 1 or 'auto', got {self.batch_size!r}."
+            raise CascadeInputError(msg)
+        if self.max_batch_tokens is not None and (
+            not isinstance(self.max_batch_tokens, int) or self.max_batch_tokens < 1
+        ):
+            msg = f"HFChoiceModel: `max_batch_tokens` must be None or an int >= 1, got {self.max_batch_tokens!r}."
             raise CascadeInputError(msg)
         if self.padding_side not in ("left", "right"):
             msg = f"HFChoiceModel: `padding_side` must be 'left' or 'right', got {self.padding_side!r}."
             raise CascadeInputError(msg)
 
     def _batches(self, lengths: list[int]) -> Iterator[list[int]]:
+        """Positions grouped into batches in increasing length, within the item and token limits.
+
+        A prompt longer than the token limit still gets a batch of its own.
+        """
+        most_items, most_tokens = self._limits()
         order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
-        for start in range(0, len(order), self.batch_size):
-            yield order[start : start + self.batch_size]
+        batch: list[int] = []
+        for i in order:
+            # sorted ascending, so the newcomer is the longest: padded size = rows * its length
+            too_many = len(batch) >= most_items
+            too_big = most_tokens is not None and (len(batch) + 1) * lengths[i] > most_tokens
+            if batch and (too_many or too_big):
+                yield batch
+                batch = []
+            batch.append(i)
+        if batch:
+            yield batch
 
     def _pad(self, seqs: list[list[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         width = max(len(s) for s in seqs)
