@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lm_eval.api.instance import Instance
+from lm_eval.models.huggingface import HFLM
 
 import cascadekit as ck
 from cascadekit.datasets import mmlu_exemplars
@@ -61,9 +63,6 @@ def naive(model: Any, tokenizer: Any, prompts: list[str]) -> torch.Tensor:
 
 
 def lm_eval_scores(model: Any, tokenizer: Any, prompts: list[str], batch_size: int) -> torch.Tensor:
-    from lm_eval.api.instance import Instance
-    from lm_eval.models.huggingface import HFLM
-
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device="cpu")
     requests = [
         Instance("loglikelihood", {}, (prompt, f" {letter}"), idx=j, doc_id=i)
