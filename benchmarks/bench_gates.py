@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 import cascadekit as ck
+from _common import emit
 from cascadekit.evaluation import auroc, bootstrap_ci
 from cascadekit.gates import EarlyExitGate, EmbeddingGate, HFEmbedder, item_texts
 from cascadekit.plots import plot_share_captured
@@ -320,13 +321,7 @@ def main() -> None:
     p.add_argument("--docs", type=Path, default=None)
     args = p.parse_args()
     result = run(args.splits)
-    text = json.dumps(result, indent=2)
-    if args.json_out is not None:
-        args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(text + "\n")
-    if args.docs is not None:
-        write_docs(result, args.docs)
-    print(text)
+    emit(result, args.json_out, args.docs, write_docs)
     assert all(math.isfinite(r["share_mean_over_triples"]) for r in result["summary"])
 
 

@@ -18,7 +18,6 @@ SequentialProfiler needs against fixed calibration sets.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 import warnings
 from pathlib import Path
@@ -29,6 +28,7 @@ import torch
 from mapie.risk_control import BinaryClassificationController
 
 import cascadekit as ck
+from _common import emit, replace_between_markers
 from cascadekit.gates import max_prob
 
 COST = ck.LinearCost(1, 3, 6)
@@ -169,11 +169,7 @@ def write_docs(result: dict[str, Any], path: Path) -> None:
         f"{p['profiler_median_threshold']:.3f}. Fixed calibration sets, median threshold by size: {fixed}; "
         f"the smallest reaching the profiler's threshold: {p['smallest_fixed_set_reaching_it']}.",
     ]
-    text = path.read_text(encoding="utf-8")
-    start, end = "<!-- results:start -->", "<!-- results:end -->"
-    head, rest = text.split(start)
-    _, tail = rest.split(end)
-    path.write_text(head + start + "\n" + "\n".join(lines) + "\n" + end + tail, encoding="utf-8")
+    replace_between_markers(path, "results", "\n".join(lines))
 
 
 def main() -> None:
@@ -188,13 +184,7 @@ def main() -> None:
         "calibration_time_100k": timing(),
         "sequential_profiler": profiler(0.2, 0.1, min(args.draws, 100)),
     }
-    text = json.dumps(result, indent=2)
-    if args.json_out is not None:
-        args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(text + "\n")
-    if args.docs is not None:
-        write_docs(result, args.docs)
-    print(text)
+    emit(result, args.json_out, args.docs, write_docs)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ the 4-row head) against a bf16 matmul peak measured in the same run.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ from lm_eval.api.instance import Instance
 from lm_eval.models.huggingface import HFLM
 
 import cascadekit as ck
+from _common import emit
 from cascadekit.datasets import mmlu_exemplars
 from cascadekit.prompts import mmlu_prompts
 
@@ -154,11 +154,7 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "models": [bench_model(m, args.n, args.shots, args.seed, peak) for m in args.models],
     }
-    text = json.dumps(result, indent=2)
-    if args.json_out is not None:
-        args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(text + "\n")
-    print(text)
+    emit(result, args.json_out)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 import cascadekit as ck
+from _common import replace_between_markers
 
 
 def main() -> dict[str, object]:
@@ -51,11 +52,7 @@ def write_docs(report: dict[str, object], path: Path) -> None:
         accuracies = f"{r['accuracy']:.3f} / {acc['dev']:.3f} / {acc['val']:.3f} / {acc['test']:.3f}"
         timing = f"{r['recording_seconds'] / 60:.1f} min | {r['seconds_per_question']:.3f}"
         rows.append(f"| `{name}` | {r['model']} | {accuracies} | {r['mean_prompt_tokens']} | {timing} |")
-    text = path.read_text(encoding="utf-8")
-    start, end = "<!-- stats:start -->", "<!-- stats:end -->"
-    head, rest = text.split(start)
-    _, tail = rest.split(end)
-    path.write_text(head + start + "\n" + "\n".join(rows) + "\n" + end + tail, encoding="utf-8")
+    replace_between_markers(path, "stats", "\n".join(rows))
 
 
 if __name__ == "__main__":
