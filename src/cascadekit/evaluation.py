@@ -92,7 +92,8 @@ def expected_calibration_error(probs: torch.Tensor, correct: torch.Tensor, n_bin
 
     Examples
     --------
-    >>> expected_calibration_error(torch.tensor([0.9, 0.9, 0.1, 0.1]), torch.tensor([True, True, False, False]))
+    >>> ece = expected_calibration_error(torch.tensor([0.9, 0.9, 0.1, 0.1]), torch.tensor([True, True, False, False]))
+    >>> round(ece, 6)
     0.1
     """
     conf, acc, count = reliability_curve(probs, correct, n_bins)
