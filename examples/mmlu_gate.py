@@ -9,7 +9,8 @@ and the table is measured on the third, gate costs included:
     python examples/mmlu_gate.py --c 1 --S 5 --E 10 --alpha 0.1
 
 With ``--model`` it also scores ``--limit`` test questions live with a Hugging Face model (hub id,
-folder or .gguf file) and runs the fitted cascade on them:
+folder or .gguf file) and runs the cascade, calibrated on ``--recording`` (pass the recording of
+the same model, e.g. ``--recording smollm2-135m`` for SmolLM2), on them:
 
     python examples/mmlu_gate.py --model ~/.cache/cascadekit-models/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf --limit 20
 """
@@ -172,7 +173,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
         agree = float((out.log_probs.argmax(1) == model.score(live_items).log_probs.argmax(1)).float().mean())
         print(
             f"live: {live.name} scored {len(live_items)} questions in {seconds:.1f} s "
-            f"({seconds / max(len(live_items), 1):.2f} s each); top answer agrees with the recording on {agree:.0%}"
+            f"({seconds / max(len(live_items), 1):.2f} s each); its top answer agrees with the "
+            f"{recording.model} recording on {agree:.0%} of them"
         )
         rows = policy_table(live, cost, gates, calibration, calibration_log_probs, live_items, args)
         title = f"{live.name} live on {len(live_items)} questions (c={args.c}, S={args.S}, E={args.E})"

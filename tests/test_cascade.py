@@ -43,9 +43,11 @@ class CountingModel:
         self.inner = inner
         self.name = "counting"
         self.seen = 0
+        self.calls = 0
 
     def score(self, items):
         self.seen += len(items)
+        self.calls += 1
         return self.inner.score(items)
 
 
@@ -91,9 +93,9 @@ def test_pre_gate_runs_the_model_only_where_allowed_and_charges_the_gate() -> No
     r = cascade.run(TEST)
     assert counting.seen == len(TEST)
     never = ck.Cascade(counting, COST, pre_gate=SubjectGate(table), calibrator="never").fit(CAL)
-    counting.seen = 0
+    counting.seen = counting.calls = 0
     r = never.run(TEST)
-    assert counting.seen == 0
+    assert counting.calls == 0  # nothing runs, so the model is not even called
     assert not r.ran.any()
     assert torch.isnan(r.log_probs).all()
     assert r.total_cost == pytest.approx(len(TEST) * (COST.c_skip + 0.1))

@@ -258,18 +258,22 @@ class Cascade:
             gate_costs += self.pre_gate.cost
         run_idx = ran.nonzero().flatten()
         run_items = items.take(run_idx)
-        out = self.model.score(run_items)
-        log_probs = torch.full((n, k), float("nan"), dtype=out.log_probs.dtype)
-        log_probs[run_idx] = out.log_probs.cpu()
+        log_probs = torch.full((n, k), float("nan"))
         prediction = torch.full((n,), -1, dtype=torch.int64)
-        prediction[run_idx] = out.log_probs.argmax(dim=1).cpu()
         n_tokens = torch.zeros(n, dtype=torch.int64)
-        n_tokens[run_idx] = out.n_tokens.cpu()
+        run_log_probs = log_probs[:0]
+        if len(run_items):  # the model is never called when nothing runs
+            out = self.model.score(run_items)
+            run_log_probs = out.log_probs
+            log_probs = log_probs.to(out.log_probs.dtype)
+            log_probs[run_idx] = out.log_probs.cpu()
+            prediction[run_idx] = out.log_probs.argmax(dim=1).cpu()
+            n_tokens[run_idx] = out.n_tokens.cpu()
         answered = ran.clone()
         if self.post_gate is not None and self.post_calibrator_ is not None:
             post_scores = torch.full((n,), float("nan"))
             if len(run_items):
-                s = self._gate_scores("post", run_items, out.log_probs)
+                s = self._gate_scores("post", run_items, run_log_probs)
                 post_scores = post_scores.to(s.dtype)
                 post_scores[run_idx] = s.cpu()
                 answered[run_idx] = _decide(self.post_calibrator_, s, run_items.subjects).cpu()
