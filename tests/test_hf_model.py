@@ -128,20 +128,30 @@ def test_early_exit_gate(tmp_path) -> None:
         EarlyExitGate(HFChoiceModel(MODEL, TOKENIZER), layer=5).fit(ITEMS, correct)
 
 
-class BoundaryMergingTokenizer:
-    """Delegates to a tokenizer, but a text ending in a blank line gets one extra token, as if the
-    boundary between prefix and question merged: the prefix's ids are then not a prefix of the prompt's."""
+class BoundaryTokenizer:
+    """Delegates to a tokenizer but changes how a text ending in a blank line (a bare prefix) tokenizes.
 
-    def __init__(self, inner) -> None:
+    ``mode="merge"``: one extra token at the end, as if the trailing blank line merged (the last
+    prefix token differs from the prompt's). ``mode="disjoint"``: one extra token at the start, so a
+    bare prefix shares no leading token with any prompt.
+    """
+
+    def __init__(self, inner, mode: str) -> None:
         self.inner = inner
+        self.mode = mode
         self.pad_token_id = inner.pad_token_id
         self.eos_token_id = inner.eos_token_id
 
     def __call__(self, texts):
         single = isinstance(texts, str)
-        enc = self.inner([texts] if single else texts)
         texts_list = [texts] if single else texts
-        ids = [[*x, 1] if t.endswith("\n\n") else x for x, t in zip(enc["input_ids"], texts_list, strict=True)]
+        enc = self.inner(texts_list)
+        ids = []
+        for x, t in zip(enc["input_ids"], texts_list, strict=True):
+            if not t.endswith("\n\n"):
+                ids.append(x)
+            else:
+                ids.append([*x, 1] if self.mode == "merge" else [1, *x])
         return {"input_ids": ids[0] if single else ids}
 
     def encode(self, text, add_special_tokens=False):
@@ -160,14 +170,17 @@ def test_prefix_cache_is_used_and_changes_nothing(monkeypatch, n_shots) -> None:
     torch.testing.assert_close(cached, plain.score(ITEMS).log_probs, atol=1e-5, rtol=0)
 
 
-def test_prefix_cache_falls_back_when_the_boundary_merges(monkeypatch) -> None:
-    tok = BoundaryMergingTokenizer(TOKENIZER)
-    model = HFChoiceModel(MODEL, tok, batch_size=4)
-    monkeypatch.setattr(model, "_prefix_kv", lambda ids: pytest.fail("the prefix must not be reused"))
+@pytest.mark.parametrize(("mode", "reused"), [("merge", True), ("disjoint", False)])
+def test_prefix_cache_survives_boundary_merges(monkeypatch, mode, reused) -> None:
+    model = HFChoiceModel(MODEL, BoundaryTokenizer(TOKENIZER, mode), batch_size=4)
+    calls = []
+    original = model._prefix_kv
+    monkeypatch.setattr(model, "_prefix_kv", lambda ids: calls.append(len(ids)) or original(ids))
     out = model.score(ITEMS).log_probs
     prefixes, suffixes = mmlu_prompts(ITEMS)
     reference = naive_log_probs(MODEL, TOKENIZER, [p + s for p, s in zip(prefixes, suffixes, strict=True)], 4)
     torch.testing.assert_close(out, reference, atol=1e-5, rtol=0)
+    assert bool(calls) == reused  # a merged boundary only shortens the reused part; nothing shared: none
 
 
 def test_token_budget_batches() -> None:

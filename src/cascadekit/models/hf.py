@@ -82,9 +82,10 @@ class HFChoiceModel:
         Where padding goes inside a batch; both give the same scores.
     prefix_cache : bool, default True
         Compute the key/value cache of each subject's shared prefix (header and exemplars) once
-        per call and reuse it for every question of that subject, broadcast over the batch. An
-        item whose full-prompt tokenization does not start with the prefix's tokens (a merge
-        across the boundary) is scored on its full prompt instead, so scores never change.
+        per call and reuse it for every question of that subject, broadcast over the batch. What
+        is shared is the longest run of tokens all those prompts start with in their own
+        tokenization, so a merge across the prefix/question boundary shortens the reused part
+        and never changes a score; with nothing shared the full prompts are scored.
 
     Examples
     --------
@@ -336,20 +337,27 @@ class HFChoiceModel:
         return self._head(out.last_hidden_state[torch.arange(b, device=device), last], option_ids)
 
     def _split_prefixes(self, items: ChoiceItems) -> tuple[list[list[int]], list[int], dict[str, list[int]]]:
-        """Full token ids per item, the prefix length usable per item (0: none), and each prefix's ids."""
+        """Full token ids per item, the shared prefix length per item (0: none), and each prefix's shared ids.
+
+        The shared part of a prefix is the longest run of tokens that every prompt of that prefix
+        starts with *in its own tokenization* (capped at the prefix's own tokens, and leaving at
+        least one token per prompt), so a merge across the boundary -- e.g. a trailing blank line
+        that is one token alone but two before text -- only shortens what is reused.
+        """
         prefixes, suffixes = mmlu_prompts(items, self.n_shots, self.exemplars)
-        full = [
-            list(map(int, x))
-            for x in self.tokenizer([p + s for p, s in zip(prefixes, suffixes, strict=True)])["input_ids"]
-        ]
+        texts = [p + s for p, s in zip(prefixes, suffixes, strict=True)]
+        full = [list(map(int, x)) for x in self.tokenizer(texts)["input_ids"]]
         if not self.prefix_cache:
             return full, [0] * len(items), {}
-        prefix_ids = {p: list(map(int, self.tokenizer(p)["input_ids"])) for p in set(prefixes)}
-        usable = []
+        shared: dict[str, list[int]] = {p: list(map(int, self.tokenizer(p)["input_ids"])) for p in set(prefixes)}
         for p, ids in zip(prefixes, full, strict=True):
-            pre = prefix_ids[p]
-            usable.append(len(pre) if len(ids) > len(pre) and ids[: len(pre)] == pre else 0)
-        return full, usable, prefix_ids
+            pre = shared[p]
+            n = 0
+            limit = min(len(pre), len(ids) - 1)
+            while n < limit and pre[n] == ids[n]:
+                n += 1
+            shared[p] = pre[:n]
+        return full, [len(shared[p]) for p in prefixes], shared
 
     @property
     def n_layers(self) -> int:
