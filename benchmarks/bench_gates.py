@@ -105,7 +105,7 @@ def hidden_caches(items: ck.ChoiceItems) -> dict[int, Path]:
     out = {}
     for k in layers:
         path = CACHE / f"hidden_layer_{k}.npz"
-        np.savez(path, layer=k, ids=np.array(ids), states=np.concatenate(states[k]))
+        np.savez(path, tag=np.array(f"layer {k}"), keys=np.array(ids), vectors=np.concatenate(states[k]))
         out[k] = path
     return out
 

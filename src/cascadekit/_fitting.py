@@ -24,11 +24,14 @@ def check_stage(owner: str, stage: object) -> Stage:
     return "pre" if stage == "pre" else "post"
 
 
-def check_fit_inputs(owner: str, scores: torch.Tensor, correct: torch.Tensor) -> None:
+def check_fit_inputs(
+    owner: str, scores: torch.Tensor, correct: torch.Tensor, what: str = "cannot fit on empty calibration data"
+) -> None:
+    """Non-empty 1-D float ``scores`` without NaN and bool ``correct`` of the same length and device."""
     check_scores(owner, scores)
     check_bool(owner, correct, "correct", scores.numel())
     if scores.numel() == 0:
-        msg = f"{owner}: cannot fit on empty calibration data (got 0 scores)."
+        msg = f"{owner}: {what} (got 0 scores)."
         raise CascadeInputError(msg)
     if correct.device != scores.device:
         msg = f"{owner}: `scores` is on {scores.device} but `correct` is on {correct.device}."

@@ -12,8 +12,7 @@ from collections.abc import Callable
 
 import torch
 
-from cascadekit._fitting import stage_costs
-from cascadekit._validation import check_bool, check_scores
+from cascadekit._fitting import check_fit_inputs, stage_costs
 from cascadekit.exceptions import CascadeInputError
 from cascadekit.protocols import CostModel, Stage
 
@@ -28,11 +27,7 @@ __all__ = [
 
 
 def _validate(owner: str, scores: torch.Tensor, correct: torch.Tensor) -> None:
-    check_scores(owner, scores)
-    check_bool(owner, correct, "correct", scores.numel())
-    if scores.numel() == 0:
-        msg = f"{owner}: got 0 scores."
-        raise CascadeInputError(msg)
+    check_fit_inputs(owner, scores, correct, what="needs at least one score")
 
 
 def auroc(scores: torch.Tensor, correct: torch.Tensor) -> float:

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cascadekit._cache import VectorCache
 from cascadekit._validation import check_nonnegative
 from cascadekit.exceptions import CascadeInputError
 from cascadekit.gates._learned import LearnedGate
@@ -54,32 +55,16 @@ class EarlyExitGate(LearnedGate):
         self.classifier = classifier
         self.cache_file = cache_file
         self.seed = seed
-        self._cache: dict[str, np.ndarray] | None = None
+        self._cache = VectorCache(cache_file, tag=f"layer {layer}")
 
     @property
     def cost(self) -> float:  # type: ignore[override]
         """``c_infer * layer / n_layers``: the share of the target model this gate runs."""
         return float(check_nonnegative("EarlyExitGate", "c_infer", self.c_infer)) * self.layer / self.model.n_layers
 
-    def _load_cache(self) -> dict[str, np.ndarray]:
-        if self._cache is None:
-            self._cache = {}
-            if self.cache_file is not None and Path(self.cache_file).is_file():
-                with np.load(self.cache_file, allow_pickle=False) as z:
-                    if int(z["layer"]) == self.layer:
-                        self._cache = dict(zip((str(i) for i in z["ids"]), z["states"], strict=True))
-        return self._cache
-
     def save_cache(self) -> None:
-        """Write the cached hidden states (with the layer) to ``cache_file``."""
-        if self.cache_file is None:
-            msg = "EarlyExitGate.save_cache: no `cache_file` was given."
-            raise CascadeInputError(msg)
-        cache = self._load_cache()
-        ids = sorted(cache)
-        np.savez_compressed(
-            self.cache_file, layer=self.layer, ids=np.array(ids), states=np.stack([cache[i] for i in ids])
-        )
+        """Write the cached hidden states (tagged with the layer) to ``cache_file``."""
+        self._cache.save("EarlyExitGate")
 
     def _features(self, items: ChoiceItems, log_probs: torch.Tensor | None) -> torch.Tensor:
         if (
@@ -89,13 +74,11 @@ class EarlyExitGate(LearnedGate):
         ):
             msg = f"EarlyExitGate: `layer` must be an int in [1, {self.model.n_layers}], got {self.layer!r}."
             raise CascadeInputError(msg)
-        cache = self._load_cache()
-        todo = [i for i, item_id in enumerate(items.ids) if item_id not in cache]
-        if todo:
-            states = self.model.early_hidden_states(items.take(todo), [self.layer])[self.layer]
-            for row, i in enumerate(todo):
-                cache[items.ids[i]] = states[row].numpy()
-        return torch.from_numpy(np.stack([cache[i] for i in items.ids]).astype(np.float64))
+        states = self._cache.get(
+            list(items.ids),
+            lambda rows: self.model.early_hidden_states(items.take(rows), [self.layer])[self.layer].numpy(),
+        )
+        return torch.from_numpy(states.astype(np.float64))
 
     def __repr__(self) -> str:
         return f"EarlyExitGate(layer={self.layer!r}, c_infer={self.c_infer!r}, classifier={self.classifier!r})"

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cascadekit._cache import VectorCache
 from cascadekit.exceptions import CascadeInputError
 from cascadekit.gates._learned import LearnedGate
 from cascadekit.items import ChoiceItems
@@ -57,17 +58,9 @@ class HFEmbedder:
         self.max_length = max_length
         self.cache_file = cache_file
         self.device = device
-        self._cache: dict[str, np.ndarray] | None = None
+        self._cache = VectorCache(cache_file, tag="embedding")
         self._model: Any = None
         self._tokenizer: Any = None
-
-    def _load_cache(self) -> dict[str, np.ndarray]:
-        if self._cache is None:
-            self._cache = {}
-            if self.cache_file is not None and Path(self.cache_file).is_file():
-                with np.load(self.cache_file, allow_pickle=False) as z:
-                    self._cache = dict(zip((str(t) for t in z["texts"]), z["vectors"], strict=True))
-        return self._cache
 
     def _load_model(self) -> None:
         if self._model is not None:
@@ -104,24 +97,14 @@ class HFEmbedder:
 
     def embed(self, texts: Sequence[str]) -> torch.Tensor:
         """Embeddings (n, d) float32, computing only texts not in the cache."""
-        cache = self._load_cache()
-        todo = sorted({t for t in texts if t not in cache})
-        if todo:
-            for text, vector in zip(todo, self._encode(todo), strict=True):
-                cache[text] = vector
         if not texts:
             return torch.empty((0, 0))
-        return torch.from_numpy(np.stack([cache[t] for t in texts]).astype(np.float32))
+        vectors = self._cache.get(list(texts), lambda rows: self._encode([texts[i] for i in rows]))
+        return torch.from_numpy(vectors.astype(np.float32))
 
     def save_cache(self) -> None:
         """Write the cache to ``cache_file``."""
-        if self.cache_file is None:
-            msg = "HFEmbedder.save_cache: no `cache_file` was given."
-            raise CascadeInputError(msg)
-        cache = self._load_cache()
-        texts = sorted(cache)
-        vectors = np.stack([cache[t] for t in texts]) if texts else np.zeros((0, 0), np.float32)
-        np.savez_compressed(self.cache_file, texts=np.array(texts), vectors=vectors)
+        self._cache.save("HFEmbedder")
 
     def __repr__(self) -> str:
         return f"HFEmbedder({str(self.name_or_path)!r})"

@@ -134,9 +134,9 @@ class HFChoiceModel:
         """Load a hub id, a local folder, or a GGUF file (``path/to/x.gguf`` or folder + ``gguf_file``).
 
         GGUF files need ``pip install gguf accelerate``. ``gguf_dequantize=None`` unpacks the
-        quantised weights into a dense model when ``dtype`` resolves to bf16/fp16 (native matmul,
-        measured ~15% faster than the packed float32 kernels on an AMX CPU) and keeps them packed
-        for float32. Remaining keyword arguments go to :class:`HFChoiceModel`.
+        quantised weights into a dense model when ``dtype`` resolves to bf16/fp16 (so the CPU's
+        native bf16 matmul is used) and keeps them packed for float32. Remaining keyword arguments
+        go to :class:`HFChoiceModel`.
         """
         try:
             from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415
