@@ -22,13 +22,20 @@ MODEL, TOKENIZER = tiny_setup(ITEMS, EXEMPLARS)
 @pytest.mark.parametrize("n_shots", [0, 2])
 @pytest.mark.parametrize("batch_size", [1, 2, 5, 16])
 @pytest.mark.parametrize("padding_side", ["left", "right"])
-def test_batched_equals_naive(n_shots: int, batch_size: int, padding_side: str) -> None:
+@pytest.mark.parametrize("min_prefix_tokens", [1, 10**6])  # every prefix cached / none
+def test_batched_equals_naive(n_shots: int, batch_size: int, padding_side: str, min_prefix_tokens: int) -> None:
     prefixes, suffixes = mmlu_prompts(ITEMS, n_shots, EXEMPLARS)
     reference = naive_log_probs(MODEL, TOKENIZER, [p + s for p, s in zip(prefixes, suffixes, strict=True)], 4)
     # The reference must discriminate between items, or the comparison below proves nothing.
     assert reference.std(dim=0).min() > 1e-3
     model = HFChoiceModel(
-        MODEL, TOKENIZER, batch_size=batch_size, padding_side=padding_side, n_shots=n_shots, exemplars=EXEMPLARS
+        MODEL,
+        TOKENIZER,
+        batch_size=batch_size,
+        padding_side=padding_side,
+        n_shots=n_shots,
+        exemplars=EXEMPLARS,
+        min_prefix_tokens=min_prefix_tokens,
     )
     out = model.score(ITEMS)
     torch.testing.assert_close(out.log_probs, reference, atol=1e-5, rtol=0)
@@ -161,7 +168,7 @@ class BoundaryTokenizer:
 @pytest.mark.parametrize("n_shots", [0, 2])
 def test_prefix_cache_is_used_and_changes_nothing(monkeypatch, n_shots) -> None:
     calls = []
-    model = HFChoiceModel(MODEL, TOKENIZER, batch_size=3, n_shots=n_shots, exemplars=EXEMPLARS)
+    model = HFChoiceModel(MODEL, TOKENIZER, batch_size=3, n_shots=n_shots, exemplars=EXEMPLARS, min_prefix_tokens=1)
     original = model._prefix_kv
     monkeypatch.setattr(model, "_prefix_kv", lambda ids: calls.append(len(ids)) or original(ids))
     cached = model.score(ITEMS).log_probs
@@ -172,7 +179,7 @@ def test_prefix_cache_is_used_and_changes_nothing(monkeypatch, n_shots) -> None:
 
 @pytest.mark.parametrize(("mode", "reused"), [("merge", True), ("disjoint", False)])
 def test_prefix_cache_survives_boundary_merges(monkeypatch, mode, reused) -> None:
-    model = HFChoiceModel(MODEL, BoundaryTokenizer(TOKENIZER, mode), batch_size=4)
+    model = HFChoiceModel(MODEL, BoundaryTokenizer(TOKENIZER, mode), batch_size=4, min_prefix_tokens=1)
     calls = []
     original = model._prefix_kv
     monkeypatch.setattr(model, "_prefix_kv", lambda ids: calls.append(len(ids)) or original(ids))
@@ -207,3 +214,23 @@ def test_auto_batch_size_matches_naive() -> None:
     )
     with pytest.raises(CascadeInputError, match="max_batch_tokens"):
         HFChoiceModel(MODEL, TOKENIZER, max_batch_tokens=0).score(ITEMS)
+
+
+def test_batches_mix_subjects_and_short_prefixes_are_not_cached(monkeypatch) -> None:
+    prefixes, suffixes = mmlu_prompts(ITEMS, 2, EXEMPLARS)
+    assert len(set(ITEMS.subjects)) > 1
+    shared = HFChoiceModel(MODEL, TOKENIZER, n_shots=2, exemplars=EXEMPLARS, min_prefix_tokens=1, batch_size=64)
+    seen = []
+    original = shared._forward_suffix
+    monkeypatch.setattr(
+        shared, "_forward_suffix", lambda kvs, seqs, ids: seen.append(len(seqs)) or original(kvs, seqs, ids)
+    )
+    reference = naive_log_probs(MODEL, TOKENIZER, [p + s for p, s in zip(prefixes, suffixes, strict=True)], 4)
+    torch.testing.assert_close(shared.score(ITEMS).log_probs, reference, atol=1e-5, rtol=0)
+    assert seen == [len(ITEMS)]  # one forward pass over every subject's items
+    longest = max(len(TOKENIZER(p)["input_ids"]) for p in prefixes)
+    short = HFChoiceModel(MODEL, TOKENIZER, n_shots=2, exemplars=EXEMPLARS, min_prefix_tokens=longest + 1)
+    monkeypatch.setattr(short, "_prefix_kv", lambda ids: pytest.fail("a prefix below min_prefix_tokens was cached"))
+    torch.testing.assert_close(short.score(ITEMS).log_probs, reference, atol=1e-5, rtol=0)
+    with pytest.raises(CascadeInputError, match="min_prefix_tokens"):
+        HFChoiceModel(MODEL, TOKENIZER, min_prefix_tokens=0).score(ITEMS)

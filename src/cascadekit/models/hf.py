@@ -85,7 +85,12 @@ class HFChoiceModel:
         per call and reuse it for every question of that subject, broadcast over the batch. What
         is shared is the longest run of tokens all those prompts start with in their own
         tokenization, so a merge across the prefix/question boundary shortens the reused part
-        and never changes a score; with nothing shared the full prompts are scored.
+        and never changes a score; with nothing shared the full prompts are scored. Items with
+        different prefixes share a forward pass: their caches are left-padded to a common length
+        and masked, so batches are filled across subjects.
+    min_prefix_tokens : int, default 64
+        Shorter shared prefixes are not cached: their items are scored as full prompts in
+        batches across subjects (a 0-shot MMLU header is ~20 tokens, not worth a separate pass).
 
     Examples
     --------
@@ -108,6 +113,7 @@ class HFChoiceModel:
         prefix_cache: bool = True,
         max_batch_tokens: int | None = None,
         memory_budget_mb: float = 2048.0,
+        min_prefix_tokens: int = 64,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -119,6 +125,7 @@ class HFChoiceModel:
         self.prefix_cache = prefix_cache
         self.max_batch_tokens = max_batch_tokens
         self.memory_budget_mb = memory_budget_mb
+        self.min_prefix_tokens = min_prefix_tokens
 
     @classmethod
     def from_pretrained(
@@ -221,6 +228,13 @@ class HFChoiceModel:
         ):
             msg = f"HFChoiceModel: `max_batch_tokens` must be None or an int >= 1, got {self.max_batch_tokens!r}."
             raise CascadeInputError(msg)
+        if (
+            isinstance(self.min_prefix_tokens, bool)
+            or not isinstance(self.min_prefix_tokens, int)
+            or self.min_prefix_tokens < 1
+        ):
+            msg = f"HFChoiceModel: `min_prefix_tokens` must be an int >= 1, got {self.min_prefix_tokens!r}."
+            raise CascadeInputError(msg)
         if self.padding_side not in ("left", "right"):
             msg = f"HFChoiceModel: `padding_side` must be 'left' or 'right', got {self.padding_side!r}."
             raise CascadeInputError(msg)
@@ -307,25 +321,45 @@ class HFChoiceModel:
 
     @torch.inference_mode()
     def _forward_suffix(
-        self, kv: list[tuple[torch.Tensor, torch.Tensor]], prefix_len: int, seqs: list[list[int]], option_ids: list[int]
+        self,
+        kvs: list[list[tuple[torch.Tensor, torch.Tensor]]],
+        seqs: list[list[int]],
+        option_ids: list[int],
     ) -> torch.Tensor:
-        """Option logits for suffixes that all continue the same cached prefix (right-padded)."""
+        """Option logits for suffixes, row r continuing the cached prefix ``kvs[r]``.
+
+        Caches of different lengths are left-padded to the longest and the padding is masked;
+        suffixes are right-padded. Keys were rotated at their own positions when cached, so
+        moving them to later slots changes nothing; each suffix continues at its prefix's length.
+        """
         from transformers import DynamicCache  # noqa: PLC0415
 
         device = next(self.model.parameters()).device
         b = len(seqs)
-        width = max(len(x) for x in seqs)
+        lens = [int(kv[0][0].shape[2]) for kv in kvs]
+        width, longest = max(len(x) for x in seqs), max(lens)
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         ids = torch.full((b, width), int(pad_id), dtype=torch.int64)
-        mask = torch.zeros((b, prefix_len + width), dtype=torch.int64)
-        mask[:, :prefix_len] = 1
-        for r, x in enumerate(seqs):
+        mask = torch.zeros((b, longest + width), dtype=torch.int64)
+        for r, (x, n) in enumerate(zip(seqs, lens, strict=True)):
             ids[r, : len(x)] = torch.tensor(x)
-            mask[r, prefix_len : prefix_len + len(x)] = 1
-        positions = prefix_len + torch.arange(width).expand(b, width)
+            mask[r, longest - n : longest] = 1
+            mask[r, longest : longest + len(x)] = 1
+        positions = torch.tensor(lens).unsqueeze(1) + torch.arange(width).unsqueeze(0)
         cache = DynamicCache()
-        for layer, (k, v) in enumerate(kv):
-            cache.update(k.expand(b, *k.shape[1:]).contiguous(), v.expand(b, *v.shape[1:]).contiguous(), layer)
+        same = all(kv is kvs[0] for kv in kvs)
+        for layer in range(len(kvs[0])):
+            if same:  # one prefix: broadcast, no padding
+                k, v = kvs[0][layer]
+                keys, values = k.expand(b, *k.shape[1:]).contiguous(), v.expand(b, *v.shape[1:]).contiguous()
+            else:
+                k0 = kvs[0][layer][0]
+                keys = k0.new_zeros((b, k0.shape[1], longest, k0.shape[3]))
+                values = keys.clone()
+                for r, kv in enumerate(kvs):
+                    keys[r, :, longest - lens[r] :] = kv[layer][0][0]
+                    values[r, :, longest - lens[r] :] = kv[layer][1][0]
+            cache.update(keys, values, layer)
         out = self.model.get_decoder()(
             input_ids=ids.to(device),
             attention_mask=mask.to(device),
@@ -443,21 +477,26 @@ class HFChoiceModel:
         seqs, usable, prefix_ids = self._split_prefixes(items)
         lengths = [len(s) for s in seqs]
         prefixes, _ = mmlu_prompts(items, self.n_shots, self.exemplars) if prefix_ids else ([], [])
-        groups: dict[str, list[int]] = {}
-        plain: list[int] = []
-        for i, n_prefix in enumerate(usable):
-            if n_prefix:
-                groups.setdefault(prefixes[i], []).append(i)
-            else:
-                plain.append(i)
-        for prefix, members in groups.items():
-            kv = self._prefix_kv(prefix_ids[prefix])
-            n_prefix = len(prefix_ids[prefix])
-            for chunk in self._batches([lengths[i] for i in members]):
-                batch = [members[j] for j in chunk]
-                logits = self._forward_suffix(kv, n_prefix, [seqs[i][n_prefix:] for i in batch], option_ids)
-                lp = torch.log_softmax(logits, dim=-1).cpu()
-                yield batch, ModelOutput(lp, torch.tensor([lengths[i] for i in batch], dtype=torch.int64))
+        cached = [i for i, n in enumerate(usable) if n >= self.min_prefix_tokens]
+        plain = [i for i, n in enumerate(usable) if n < self.min_prefix_tokens]
+        # a prefix's cache is computed when its first item comes up and freed after its last one
+        remaining: dict[str, int] = {}
+        for i in cached:
+            remaining[prefixes[i]] = remaining.get(prefixes[i], 0) + 1
+        kv_of: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        for chunk in self._batches([lengths[i] - usable[i] for i in cached]):
+            batch = [cached[j] for j in chunk]
+            for i in batch:
+                if prefixes[i] not in kv_of:
+                    kv_of[prefixes[i]] = self._prefix_kv(prefix_ids[prefixes[i]])
+            kvs = [kv_of[prefixes[i]] for i in batch]
+            logits = self._forward_suffix(kvs, [seqs[i][usable[i] :] for i in batch], option_ids)
+            for i in batch:
+                remaining[prefixes[i]] -= 1
+                if remaining[prefixes[i]] == 0:
+                    del kv_of[prefixes[i]]
+            lp = torch.log_softmax(logits, dim=-1).cpu()
+            yield batch, ModelOutput(lp, torch.tensor([lengths[i] for i in batch], dtype=torch.int64))
         for chunk in self._batches([lengths[i] for i in plain]):
             batch = [plain[j] for j in chunk]
             logits = self._forward_last([seqs[i] for i in batch], option_ids)
