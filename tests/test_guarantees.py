@@ -199,7 +199,7 @@ def test_mondrian_in_a_cascade_uses_subjects() -> None:
 
 
 def test_sequential_profiler_contract() -> None:
-    check_calibrator(ck.SequentialProfiler(alpha=0.2, delta=0.1, batch_size=100, tolerance=0.1))
+    check_calibrator(ck.SequentialProfiler(alpha=0.2, delta=0.1, tolerance=0.1))
 
 
 def test_sequential_profiler_validity() -> None:
@@ -207,7 +207,7 @@ def test_sequential_profiler_validity() -> None:
     violations = 0
     for seed in range(draws):
         s, y = synthetic(4000, seed)
-        prof = ck.SequentialProfiler(alpha, delta, batch_size=250, tolerance=0.1, seed=seed).fit(s, y)
+        prof = ck.SequentialProfiler(alpha, delta, first_look=250, tolerance=0.1, seed=seed).fit(s, y)
         violations += prof.threshold_ <= 1 and (1 - prof.threshold_) / 2 > alpha + 1e-12
         assert prof.history_[-1][0] == prof.labels_used_
     assert violations / draws <= delta + 3 * math.sqrt(delta * (1 - delta) / draws)
@@ -218,11 +218,15 @@ def test_sequential_profiler_stops_early_when_the_decision_is_clear() -> None:
     g = torch.Generator().manual_seed(0)
     s = torch.rand(20_000, generator=g, dtype=torch.float64)
     y = torch.rand(20_000, generator=g, dtype=torch.float64) < torch.where(s > 0.5, 0.95, 0.05)
-    prof = ck.SequentialProfiler(alpha=0.2, delta=0.1, batch_size=100, tolerance=0.05).fit(s, y)
-    assert prof.labels_used_ <= 3200  # out of 20,000
-    assert 0.4 <= prof.threshold_ <= 0.45
-    certified, optimistic = prof.history_[-1][1:]
-    assert certified - optimistic <= 0.05
+    prof = ck.SequentialProfiler(alpha=0.2, delta=0.1, tolerance=0.05).fit(s, y)
+    assert prof.labels_used_ <= 2000  # out of 20,000
+    assert prof.walked_ < 20_000  # stopped before the pool ran out
+    assert prof.threshold_ >= 0.4  # valid (the true boundary)
+    certified, cutoff = prof.history_[-1][1:]
+    assert certified == prof.threshold_
+    assert float(((s >= cutoff) & (s < certified)).double().mean()) <= 0.05  # why it stopped
+    # items below the cutoff are walked past, not labelled
+    assert prof.labels_used_ < prof.walked_
 
 
 def test_sequential_profiler_reads_only_what_it_asks_for() -> None:
@@ -233,12 +237,16 @@ def test_sequential_profiler_reads_only_what_it_asks_for() -> None:
         asked.extend(idx.tolist())
         return y[idx]
 
-    prof = ck.SequentialProfiler(alpha=0.2, batch_size=250, tolerance=0.1).profile(s, label)
+    prof = ck.SequentialProfiler(alpha=0.2, first_look=250, tolerance=0.1).profile(s, label)
     assert len(asked) == prof.labels_used_ == len(set(asked))
     with pytest.raises(ck.CascadeInputError, match="labelling function"):
         ck.SequentialProfiler(alpha=0.2).profile(s, lambda idx: torch.zeros(3))
-    with pytest.raises(ck.CascadeInputError, match="batch_size"):
-        ck.SequentialProfiler(alpha=0.2, batch_size=0).fit(s, y)
+    with pytest.raises(ck.CascadeInputError, match="first_look"):
+        ck.SequentialProfiler(alpha=0.2, first_look=0).fit(s, y)
+    with pytest.raises(ck.CascadeInputError, match="growth"):
+        ck.SequentialProfiler(alpha=0.2, growth=1.0).fit(s, y)
+    capped = ck.SequentialProfiler(alpha=0.2, tolerance=0.0, max_labels=300).fit(s, y)
+    assert capped.labels_used_ == 300
 
 
 def two_stage_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -126,7 +126,7 @@ def ltt_valid_thresholds(
     *,
     pvalue: PValue = "binomial",
     fwer: FWER = "fixed_sequence",
-    n_starts: int = 10,
+    n_starts: int = 30,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Learn-then-Test: which grid thresholds certify ``P(wrong | score >= t) <= alpha``.
 
@@ -208,7 +208,7 @@ def holm_reject(p: torch.Tensor, level: float) -> torch.Tensor:
     return out
 
 
-def fwer_reject(p: torch.Tensor, delta: float, fwer: str, n_starts: int = 10) -> torch.Tensor:
+def fwer_reject(p: torch.Tensor, delta: float, fwer: str, n_starts: int = 30) -> torch.Tensor:
     """Which nulls to reject, family-wise error at most ``delta``, for p-values over an increasing grid.
 
     ``"fixed_sequence"`` walks from the highest threshold down (:func:`fallback_reject` with

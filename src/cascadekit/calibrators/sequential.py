@@ -11,7 +11,7 @@ from scipy import stats
 
 from cascadekit._fitting import check_fit_inputs, check_fitted
 from cascadekit._validation import check_bool, check_probability, check_scores
-from cascadekit.calibrators._stats import accepted_counts, default_grid, ltt_valid_thresholds
+from cascadekit.calibrators._stats import GridCuts, binomial_pvalues, default_grid, fallback_reject
 from cascadekit.exceptions import CascadeInputError
 
 __all__ = ["SequentialProfiler"]
@@ -34,27 +34,47 @@ def _hash_order(scores: torch.Tensor, seed: int) -> torch.Tensor:
     return torch.from_numpy(np.argsort(z, kind="stable").astype(np.int64))
 
 
+def walk_schedule(n: int, first: int, growth: float) -> list[int]:
+    """Pool items walked by the end of each look: ``first``, then ``growth`` times more, up to ``n``."""
+    marks = [min(first, n)]
+    while marks[-1] < n:
+        marks.append(min(n, max(marks[-1] + 1, math.ceil(marks[-1] * growth))))
+    return marks
+
+
 class SequentialProfiler:
     """Certify ``P(wrong | score >= t) <= alpha`` with as few labels as the data allow.
 
     Scores of a pool of calibration items are known (gates are cheap); labels (is the model right?)
-    are the expensive part. The profiler labels random batches: ``batch_size`` items first, then each
-    look multiplies the labelled total by ``growth`` (doubling by default, so the number of looks --
-    and the confidence they spend -- grows only logarithmically). After look k it runs
-    Learn-then-Test (fixed-sequence, exact binomial p-values) on the items
-    labelled so far at level ``delta_k = delta * 6 / (pi^2 k^2)``, and it stops when the decision is
-    settled: the most permissive certified threshold is within ``tolerance`` of the most permissive
-    threshold not yet refuted (one whose one-sided Clopper-Pearson lower bound on the error rate
-    among accepted exceeds alpha at level ``delta_k`` is refuted), so more labels could lower the
-    threshold by at most ``tolerance``. It also stops when the pool or ``max_labels`` is exhausted.
+    are the expensive part. The profiler walks the pool in a seeded random order, in looks that
+    each go ``growth`` times further (``first_look`` items, then doubling by default), and two ideas
+    save labels:
 
-    **Guarantee.** If the pool is an i.i.d. sample (so a uniformly random subset of it is too) and a
-    test item is drawn from the same distribution, then with probability at least ``1 - delta``
-    the final threshold t satisfies ``P(wrong | score >= t) <= alpha``, whenever the profiler stops:
-    each look's certification errs with probability at most ``delta_k`` and ``sum_k delta_k <= delta``
-    (a union bound over looks makes the data-dependent stopping harmless). This is the SMART idea
-    (profile until the decision is statistically settled) with the Learn-then-Test guarantee of
-    Angelopoulos et al. (2021).
+    - **Label only what can still matter.** A threshold is *refuted* when the one-sided
+      Clopper-Pearson test on the labels so far shows its error rate among accepted exceeds alpha
+      (at the look's level, below). The lowest threshold not refuted, counting up from the bottom of the
+      grid, is the *cutoff*; it only rises. Walked items scoring below the cutoff are not
+      labelled: no threshold that could still be certified accepts them.
+    - **Stop when the decision is settled.** After each look, Learn-then-Test (exact binomial
+      p-values, fallback fixed-sequence procedure) certifies thresholds at or above the cutoff;
+      the profiler stops when the share of the pool scoring between the cutoff and the most
+      permissive certified threshold is at most ``tolerance`` -- more labels could add at most
+      that share of accepted items -- or when the pool or ``max_labels`` runs out.
+
+    The confidence is spent over the planned looks in proportion to how far each walks
+    (``delta_k = delta * w_k / sum_j w_j``, ``w_k`` the items walked by look k; the schedule depends
+    only on the pool size, ``first_look`` and ``growth``), so the late, decisive looks get most of it.
+
+    **Guarantee.** If the pool's items are i.i.d. (the walk is then a random order of them) and a
+    test item is drawn from the same distribution, then with probability at least ``1 - delta`` the
+    final threshold t satisfies ``P(wrong | score >= t) <= alpha``, whenever the profiler stops.
+    Why: a threshold at or above the final cutoff was at or above the cutoff throughout, so every
+    walked item accepted by it was labelled, and at look k those labels are all items of a random
+    sample of ``w_k`` (a fixed number) that score above it -- exactly the calibration set of a
+    fixed-size Learn-then-Test, which errs with probability at most ``delta_k``; a union bound over
+    looks (``sum_k delta_k = delta``) makes the data-dependent stopping harmless. Thresholds below
+    the cutoff are never certified. This is the SMART idea (profile until the decision is
+    statistically settled) on the Learn-then-Test guarantee of Angelopoulos et al. (2021).
 
     As a :class:`~cascadekit.protocols.Calibrator`, ``fit(scores, correct)`` treats ``correct`` as the
     labelling oracle and reads only the labels it asks for; :meth:`profile` takes any labelling function.
@@ -62,84 +82,99 @@ class SequentialProfiler:
     Parameters
     ----------
     alpha, delta : float in (0, 1)
-    batch_size : int, default 50
-        Labels at the first look.
+    first_look : int, default 100
+        Pool items walked (and, the cutoff being at the bottom, labelled) at the first look.
     growth : float, default 2.0
-        Each look labels until ``growth`` times the previous total (1.0: fixed batches of ``batch_size``).
+        Each look walks ``growth`` times as far as the previous one.
     tolerance : float, default 0.02
-        How close (in threshold units) the certified threshold must be to the best still possible.
+        Largest share of the pool between the cutoff and the certified threshold at which to stop.
     max_labels : int, optional
+        Stop once this many labels were asked for.
     grid : torch.Tensor, optional
         Fixed increasing thresholds; default 1001 points on [0, 1].
+    n_starts : int, default 30
+        Starting points of the fallback fixed-sequence procedure.
     seed : int, default 0
-        Seed of the labelling order (a hash of each item's score, so the pool's order does not matter).
+        Seed of the walk (a hash of each item's score, so the pool's order does not matter).
 
     Attributes
     ----------
     threshold_ : float
+        ``inf`` when nothing was certified (accept nothing).
     labels_used_ : int
+    walked_ : int
+        Pool items passed by the walk, labelled or not.
     looks_ : int
-    history_ : list of (labels, certified threshold, optimistic threshold)
+    history_ : list of (labels, certified threshold, cutoff)
 
     Examples
     --------
     A model that is right 95% of the time when its score is above 0.5 and 5% below: the error rate
-    among items scoring at least t is 0.2 at t = 0.4, and the decision settles after 3,200 of
-    20,000 labels.
+    among items scoring at least t is 0.2 at t = 0.4. The profiler stops long before the pool
+    runs out, and labels only part of what it walks past.
 
     >>> g = torch.Generator().manual_seed(0)
     >>> s = torch.rand(20_000, generator=g)
     >>> y = torch.rand(20_000, generator=g) < torch.where(s > 0.5, 0.95, 0.05)
-    >>> prof = SequentialProfiler(alpha=0.2, delta=0.1, batch_size=100, tolerance=0.05).fit(s, y)
-    >>> prof.labels_used_, 0.4 <= prof.threshold_ <= 0.45
-    (3200, True)
+    >>> prof = SequentialProfiler(alpha=0.2, delta=0.1, tolerance=0.05).fit(s, y)
+    >>> prof.labels_used_ < prof.walked_ < 20_000, prof.threshold_ >= 0.4
+    (True, True)
     """
 
     def __init__(
         self,
         alpha: float,
         delta: float = 0.1,
-        batch_size: int = 50,
+        first_look: int = 100,
         growth: float = 2.0,
         tolerance: float = 0.02,
         max_labels: int | None = None,
         grid: torch.Tensor | None = None,
+        n_starts: int = 30,
         seed: int = 0,
     ) -> None:
         self.alpha = alpha
         self.delta = delta
-        self.batch_size = batch_size
+        self.first_look = first_look
         self.growth = growth
         self.tolerance = tolerance
         self.max_labels = max_labels
         self.grid = grid
+        self.n_starts = n_starts
         self.seed = seed
 
     def _validate(self) -> None:
         owner = "SequentialProfiler"
         check_probability(owner, "alpha", self.alpha)
         check_probability(owner, "delta", self.delta)
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
-            msg = f"{owner}: `batch_size` must be an int >= 1, got {self.batch_size!r}."
+        for name in ("first_look", "n_starts"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                msg = f"{owner}: `{name}` must be an int >= 1, got {value!r}."
+                raise CascadeInputError(msg)
+        if isinstance(self.growth, bool) or not isinstance(self.growth, int | float) or self.growth <= 1:
+            msg = f"{owner}: `growth` must be a number > 1, got {self.growth!r}."
             raise CascadeInputError(msg)
-        if isinstance(self.growth, bool) or not isinstance(self.growth, int | float) or self.growth < 1:
-            msg = f"{owner}: `growth` must be a number >= 1, got {self.growth!r}."
-            raise CascadeInputError(msg)
-        if not isinstance(self.tolerance, int | float) or self.tolerance < 0:
-            msg = f"{owner}: `tolerance` must be a number >= 0, got {self.tolerance!r}."
+        if not isinstance(self.tolerance, int | float) or not 0 <= self.tolerance <= 1:
+            msg = f"{owner}: `tolerance` must be a share of the pool in [0, 1], got {self.tolerance!r}."
             raise CascadeInputError(msg)
         if self.max_labels is not None and (not isinstance(self.max_labels, int) or self.max_labels < 1):
             msg = f"{owner}: `max_labels` must be None or an int >= 1, got {self.max_labels!r}."
             raise CascadeInputError(msg)
 
-    def _refuted(self, scores: torch.Tensor, correct: torch.Tensor, grid: torch.Tensor, level: float) -> torch.Tensor:
-        """Thresholds whose error rate among accepted is shown to exceed alpha (one-sided, at ``level``)."""
-        n_acc, k_acc = accepted_counts(scores, ~correct, grid)
-        k = k_acc.cpu().numpy()
-        n = n_acc.cpu().numpy()
-        # P(Bin(n, alpha) >= k): small means more errors than alpha allows
-        upper_tail = np.where(n > 0, stats.binom.sf(k - 1, np.maximum(n, 1), self.alpha), 1.0)
-        return torch.from_numpy(upper_tail <= level)
+    def _look(
+        self, scores: torch.Tensor, right: torch.Tensor, grid: torch.Tensor, cutoff: int, level: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(certified, refuted) masks over the grid from the labels so far; only thresholds >= the cutoff count."""
+        cuts = GridCuts.of(scores, grid)
+        n_acc, k_acc = cuts.count(), cuts.sum((~right).double()).round().to(torch.int64)
+        live = torch.arange(grid.numel()) >= cutoff
+        p = torch.where(live, binomial_pvalues(k_acc, n_acc, self.alpha), torch.ones(grid.numel(), dtype=torch.float64))
+        certified = torch.flip(fallback_reject(torch.flip(p, [0]), level, self.n_starts), [0]) & live
+        # P(Bin(n, alpha) >= k) small: more errors than alpha allows (a selection rule, not a guarantee)
+        n, k = n_acc.numpy(), k_acc.numpy()
+        upper = np.where(n > 0, stats.binom.sf(k - 1, np.maximum(n, 1), self.alpha), 1.0)
+        return certified, torch.from_numpy(upper <= level) & live
 
     def profile(self, scores: torch.Tensor, label: LabelFn) -> SequentialProfiler:
         """Profile a pool with ``scores`` (n,), asking ``label(indices) -> bool (len(indices),)`` for labels."""
@@ -148,32 +183,49 @@ class SequentialProfiler:
         if scores.numel() == 0:
             msg = "SequentialProfiler.profile: the pool is empty."
             raise CascadeInputError(msg)
-        grid = default_grid("SequentialProfiler", scores, self.grid)
-        order = _hash_order(scores, self.seed)
-        limit = scores.numel() if self.max_labels is None else min(self.max_labels, scores.numel())
-        labels = torch.zeros(0, dtype=torch.bool)
+        pool = scores.detach().cpu().double()
+        grid = default_grid("SequentialProfiler", pool, self.grid)
+        walk = _hash_order(pool, self.seed)
+        share = GridCuts.of(pool, grid).count().double() / pool.numel()  # share of the pool accepted at each t
+        marks = walk_schedule(pool.numel(), self.first_look, self.growth)
+        limit = math.inf if self.max_labels is None else self.max_labels
+        asked: list[torch.Tensor] = []
+        answers: list[torch.Tensor] = []
+        cutoff, walked, used = 0, 0, 0
+        certified = math.inf
         history: list[tuple[int, float, float]] = []
-        certified = float("inf")
-        look = 0
-        while labels.numel() < limit:
-            look += 1
-            target = max(labels.numel() + self.batch_size, math.ceil(labels.numel() * self.growth))
-            batch = order[labels.numel() : min(target, limit)]
-            new = label(batch)
-            check_bool("SequentialProfiler: the labelling function's result", new, "labels", batch.numel())
-            labels = torch.cat([labels, new.cpu()])
-            seen = order[: labels.numel()]
-            level = self.delta * 6 / (math.pi**2 * look**2)
-            valid, _ = ltt_valid_thresholds(scores[seen], labels, grid, self.alpha, level)
-            certified = float(grid[valid.nonzero()[0, 0]]) if bool(valid.any()) else float("inf")
-            possible = ~self._refuted(scores[seen], labels, grid, level)
-            optimistic = float(grid[possible.nonzero()[0, 0]]) if bool(possible.any()) else float("inf")
-            history.append((labels.numel(), certified, optimistic))
-            if certified - optimistic <= self.tolerance or optimistic == float("inf"):
+        for look, mark in enumerate(marks, start=1):
+            stretch = walk[walked:mark]
+            keep = (pool[stretch] >= grid[cutoff]).nonzero().flatten()
+            end = mark
+            if used + keep.numel() > limit:  # the label budget ends inside this stretch: walk up to its last label
+                keep = keep[: int(limit - used)]
+                end = walked + (int(keep[-1]) + 1 if keep.numel() else 0)
+            batch = stretch[keep]
+            if batch.numel():
+                new = label(batch)
+                check_bool("SequentialProfiler: the labelling function's result", new, "labels", batch.numel())
+                asked.append(batch)
+                answers.append(new.detach().cpu().bool())
+                used += batch.numel()
+            walked = end
+            if not asked:
+                continue
+            level = self.delta * marks[look - 1] / sum(marks)
+            valid, refuted = self._look(pool[torch.cat(asked)], torch.cat(answers), grid, cutoff, level)
+            first = int(valid.nonzero()[0, 0]) if bool(valid.any()) else None
+            certified = math.inf if first is None else float(grid[first])
+            while cutoff < grid.numel() - 1 and bool(refuted[cutoff]):
+                cutoff += 1
+            history.append((used, certified, float(grid[cutoff])))
+            # share of the pool scoring in [cutoff, certified): what more labels could still add
+            between = float(share[cutoff]) - (0.0 if first is None else float(share[first]))
+            if between <= self.tolerance or used >= limit:
                 break
         self.threshold_ = certified
-        self.labels_used_ = int(labels.numel())
-        self.looks_ = look
+        self.labels_used_ = used
+        self.walked_ = walked
+        self.looks_ = len(history)
         self.history_ = history
         return self
 
@@ -190,6 +242,6 @@ class SequentialProfiler:
 
     def __repr__(self) -> str:
         return (
-            f"SequentialProfiler(alpha={self.alpha!r}, delta={self.delta!r}, batch_size={self.batch_size!r}, "
+            f"SequentialProfiler(alpha={self.alpha!r}, delta={self.delta!r}, first_look={self.first_look!r}, "
             f"growth={self.growth!r}, tolerance={self.tolerance!r})"
         )
