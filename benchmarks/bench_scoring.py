@@ -19,7 +19,8 @@ drifts by up to 3x over minutes (shared host), so the bf16 matmul peak (a sustai
 that run. Achieved GFLOP/s counts 2 x non-embedding parameters x tokens computed (padding included)
 plus the 4-row head; the useful-token figure excludes padding. Parity (argmax agreement, largest
 log-prob difference) is reported in bf16 and, after converting the same weights to float32, in
-float32, where rounding no longer flips near-ties.
+float32 (on the first ``--parity-n`` questions: a naive float32 5-shot pass of the 1.5B model
+takes about half an hour on 200), where rounding no longer flips near-ties.
 
 Each finished (model, shots) section is saved to ``--state`` at once; a rerun skips them, so an
 interrupted run resumes. ``--fresh`` starts over.
@@ -116,7 +117,13 @@ def parity(ours: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
 
 
 def bench_shots(
-    model: ck.HFChoiceModel, questions: ck.ChoiceItems, exemplars: Any, k: int, counted: dict[str, int]
+    model: ck.HFChoiceModel,
+    questions: ck.ChoiceItems,
+    exemplars: Any,
+    k: int,
+    counted: dict[str, int],
+    partial: dict[str, Any],
+    save: Any,
 ) -> dict[str, Any]:
     hf, tok = model.model, model.tokenizer
     n = len(questions)
@@ -126,12 +133,23 @@ def bench_shots(
     prompts = [p + s for p, s in zip(prefixes, suffixes, strict=True)]
     useful = sum(len(tok(p)["input_ids"]) for p in prompts)
     row: dict[str, Any] = {"questions": n, "mean_prompt_tokens": useful / n}
-    t = time.perf_counter()
-    ref = naive(hf, tok, prompts)
-    row["naive_qps"] = n / (time.perf_counter() - t)
-    t = time.perf_counter()
-    theirs = lm_eval_scores(hf, tok, prompts, batch_size=16)
-    row["lm_eval_qps"] = n / (time.perf_counter() - t)
+    # lm-eval materialises float32 logits over the whole vocabulary at every position: ~1 GB per
+    # 5-shot row for a 152k vocabulary, so 16 rows run out of this machine's 24 GB
+    lm_eval_batch = 16 if useful / n < 300 else 4
+    # each scorer's output is saved as soon as it is known, so a crash loses at most one scorer's run
+    if "naive" not in partial:
+        t = time.perf_counter()
+        log_probs = naive(hf, tok, prompts)
+        partial["naive"] = {"qps": n / (time.perf_counter() - t), "log_probs": log_probs.tolist()}
+        save()
+    if "lm_eval" not in partial:
+        t = time.perf_counter()
+        log_probs = lm_eval_scores(hf, tok, prompts, batch_size=lm_eval_batch)
+        partial["lm_eval"] = {"qps": n / (time.perf_counter() - t), "log_probs": log_probs.tolist()}
+        save()
+    ref, theirs = torch.tensor(partial["naive"]["log_probs"]), torch.tensor(partial["lm_eval"]["log_probs"])
+    row["naive_qps"], row["lm_eval_qps"] = partial["naive"]["qps"], partial["lm_eval"]["qps"]
+    row["lm_eval_batch_size"] = lm_eval_batch
     peak_before = matmul_peak()
     counted["tokens"] = 0
     t = time.perf_counter()
@@ -153,6 +171,7 @@ def bench_shots(
 
 def fp32_parity(model: ck.HFChoiceModel, questions: ck.ChoiceItems, exemplars: Any, k: int) -> dict[str, Any]:
     model.n_shots, model.exemplars = k, exemplars
+    result: dict[str, Any] = {"questions": len(questions)}
     prefixes, suffixes = mmlu_prompts(questions, k, exemplars)
     t = time.perf_counter()
     ref = naive(model.model, model.tokenizer, [p + s for p, s in zip(prefixes, suffixes, strict=True)])
@@ -160,13 +179,16 @@ def fp32_parity(model: ck.HFChoiceModel, questions: ck.ChoiceItems, exemplars: A
     t = time.perf_counter()
     ours = model.score(questions).log_probs
     return {
+        **result,
         **{key: round(v, 6) for key, v in parity(ours, ref).items()},
         "naive_seconds": round(naive_seconds, 1),
         "cascadekit_seconds": round(time.perf_counter() - t, 1),
     }
 
 
-def bench_model(name: str, n: int, shots: list[int], seed: int, state: dict[str, Any], save: Any) -> dict[str, Any]:
+def bench_model(
+    name: str, n: int, shots: list[int], seed: int, parity_n: int, state: dict[str, Any], save: Any
+) -> dict[str, Any]:
     questions, exemplars = questions_and_exemplars(n, seed)
     result: dict[str, Any] = state.setdefault(name, {})
     todo = [f"{k}-shot" for k in shots if f"{k}-shot" not in result] + [
@@ -188,13 +210,16 @@ def bench_model(name: str, n: int, shots: list[int], seed: int, state: dict[str,
     hook = model.model.get_decoder().register_forward_pre_hook(count, with_kwargs=True)
     for k in shots:
         if f"{k}-shot" not in result:
-            result[f"{k}-shot"] = bench_shots(model, questions, exemplars, k, counted)
+            partial = result.setdefault(f"{k}-shot partial", {})
+            result[f"{k}-shot"] = bench_shots(model, questions, exemplars, k, counted, partial, save)
+            del result[f"{k}-shot partial"]
             save()
     hook.remove()
     model.model.float()
     for k in shots:
         if f"{k}-shot fp32 parity" not in result:
-            result[f"{k}-shot fp32 parity"] = fp32_parity(model, questions, exemplars, k)
+            subset = questions.take(list(range(min(parity_n, len(questions)))))
+            result[f"{k}-shot fp32 parity"] = fp32_parity(model, subset, exemplars, k)
             save()
     del model
     gc.collect()
@@ -219,7 +244,12 @@ def write_docs(result: dict[str, Any], path: Path) -> None:
                 f"| {bf['cascadekit']['agreement']:.1%} / {bf['lm_eval']['agreement']:.1%} "
                 f"| {f.get('agreement', float('nan')):.1%} | {f.get('max_abs_logprob_diff', float('nan')):.1e} |"
             )
-    lines += ["", f"{result['threads']} threads; questions: {result['questions']} (seed {result['seed']})."]
+    parity_n = min(m[k]["questions"] for m in result["models"] for k in m if k.endswith("fp32 parity"))
+    lines += [
+        "",
+        f"{result['threads']} threads; {result['questions']} questions (seed {result['seed']}); float32 parity on the "
+        f"first {parity_n} of them.",
+    ]
     replace_between_markers(path, "scoring", "\n".join(lines))
 
 
@@ -231,6 +261,9 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json-out", type=Path, default=None)
     p.add_argument("--docs", type=Path, default=None, help="rewrite the results table in this Markdown file")
+    p.add_argument(
+        "--parity-n", type=int, default=50, help="float32 parity on the first N questions (a naive fp32 pass is slow)"
+    )
     p.add_argument("--state", type=Path, default=Path("benchmarks/results/scoring.partial.json"))
     p.add_argument("--fresh", action="store_true", help="ignore the saved sections of an earlier run")
     args = p.parse_args()
@@ -246,7 +279,9 @@ def main() -> None:
         tmp.write_text(json.dumps({"settings": key, "models": state}, indent=2))
         tmp.replace(args.state)
 
-    models = [{"name": m, **bench_model(m, args.n, args.shots, args.seed, state, save)} for m in args.models]
+    models = [
+        {"name": m, **bench_model(m, args.n, args.shots, args.seed, args.parity_n, state, save)} for m in args.models
+    ]
     result = {"threads": torch.get_num_threads(), "questions": args.n, "seed": args.seed, "models": models}
     emit(result, args.json_out, args.docs, write_docs)
 

@@ -234,3 +234,16 @@ def test_batches_mix_subjects_and_short_prefixes_are_not_cached(monkeypatch) -> 
     torch.testing.assert_close(short.score(ITEMS).log_probs, reference, atol=1e-5, rtol=0)
     with pytest.raises(CascadeInputError, match="min_prefix_tokens"):
         HFChoiceModel(MODEL, TOKENIZER, min_prefix_tokens=0).score(ITEMS)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu() -> None:
+    on_gpu = HFChoiceModel(MODEL.to("cuda"), TOKENIZER, batch_size=4, n_shots=2, exemplars=EXEMPLARS)
+    try:
+        gpu = on_gpu.score(ITEMS).log_probs
+    finally:
+        MODEL.to("cpu")
+    cpu = HFChoiceModel(MODEL, TOKENIZER, batch_size=4, n_shots=2, exemplars=EXEMPLARS).score(ITEMS).log_probs
+    assert gpu.device.type == "cpu"  # results always come back on the CPU
+    torch.testing.assert_close(gpu, cpu, atol=1e-4, rtol=0)
+    assert resolve_dtype("auto", "cuda") in (torch.bfloat16, torch.float16)
