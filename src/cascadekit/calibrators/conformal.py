@@ -80,8 +80,12 @@ class ConformalCalibrator(LearnThenTestCalibrator):
     >>> s = torch.rand(2000, generator=g)
     >>> y = torch.rand(2000, generator=g) < s          # P(correct | s) = s
     >>> cal = ConformalCalibrator(alpha=0.2, delta=0.1).fit(s, y)
-    >>> cal.threshold_ >= 0.6                          # the true risk is (1 - t) / 2 <= 0.2 iff t >= 0.6
-    True
+    >>> round(cal.threshold_, 3)    # the true risk (1 - t) / 2 is <= 0.2 iff t >= 0.6
+    0.593
+
+    This draw is one of the at most ``delta`` share that lands just below the oracle threshold
+    0.6 (true risk 0.2035 instead of 0.2): the guarantee bounds how often that happens, not
+    whether it can.
     """
 
     def __init__(
