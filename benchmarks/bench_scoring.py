@@ -13,6 +13,11 @@ items; 5-shot exemplars from MMLU dev) for three scorers:
   loglikelihood requests (context, " A" ... " D") per question, its own batching;
 - ``cascadekit``: ``HFChoiceModel`` (length-sorted batches, shared-prefix KV cache, option rows only).
 
+naive and lm-eval run on the weights as a plain load leaves them (row-major); cascadekit on the
+column-major layout ``HFChoiceModel.from_pretrained`` picks for bf16 on CPU. At 0-shot, lm-eval on
+column-major weights and cascadekit on row-major ones are timed as well, to separate the layout's
+share of the speed-up from the rest. A matmul peak is measured before each scorer.
+
 Speed is measured in the model's default dtype (bf16 on this CPU). This machine's matmul throughput
 drifts by up to 3x over minutes (shared host), so the bf16 matmul peak (a sustained 2048^3 matmul,
 2 s) is measured right before and right after the cascadekit run and its mean is the reference for
@@ -43,6 +48,7 @@ from lm_eval.models.huggingface import HFLM
 import cascadekit as ck
 from _common import emit, replace_between_markers
 from cascadekit.datasets import mmlu_exemplars
+from cascadekit.models import column_major_linears
 from cascadekit.prompts import mmlu_prompts
 
 MODELS = Path(os.environ.get("CASCADEKIT_MODELS", Path.home() / ".cache/cascadekit-models"))
@@ -86,6 +92,16 @@ def lm_eval_scores(model: Any, tokenizer: Any, prompts: list[str], batch_size: i
     out = lm.loglikelihood(requests, disable_tqdm=True)
     values = torch.tensor([ll for ll, _ in out], dtype=torch.float32).view(len(prompts), 4)
     return torch.log_softmax(values, dim=1)
+
+
+def set_layout(model: Any, *, column: bool) -> None:
+    """Store the decoder's linear weights column-major (cascadekit's bf16 default) or row-major."""
+    if column:
+        column_major_linears(model.get_decoder())
+        return
+    for sub in model.get_decoder().modules():
+        if isinstance(sub, torch.nn.Linear) and not sub.weight.is_contiguous():
+            sub.weight = torch.nn.Parameter(sub.weight.detach().contiguous(), requires_grad=False)
 
 
 def non_embedding_params(model: Any) -> int:
@@ -136,20 +152,44 @@ def bench_shots(
     # lm-eval materialises float32 logits over the whole vocabulary at every position: ~1 GB per
     # 5-shot row for a 152k vocabulary, so 16 rows run out of this machine's 24 GB
     lm_eval_batch = 16 if useful / n < 300 else 4
+
     # each scorer's output is saved as soon as it is known, so a crash loses at most one scorer's run
-    if "naive" not in partial:
+    def run(key: str, column: bool, score: Any) -> None:
+        if key in partial:
+            return
+        set_layout(hf, column=column)
+        peak = matmul_peak()
+        counted["tokens"] = 0
         t = time.perf_counter()
-        log_probs = naive(hf, tok, prompts)
-        partial["naive"] = {"qps": n / (time.perf_counter() - t), "log_probs": log_probs.tolist()}
+        log_probs = score()
+        seconds = time.perf_counter() - t
+        partial[key] = {
+            "qps": n / seconds,
+            "seconds": seconds,
+            "peak_before": peak,
+            "tokens": counted["tokens"],
+            "log_probs": log_probs.tolist(),
+        }
         save()
-    if "lm_eval" not in partial:
-        t = time.perf_counter()
-        log_probs = lm_eval_scores(hf, tok, prompts, batch_size=lm_eval_batch)
-        partial["lm_eval"] = {"qps": n / (time.perf_counter() - t), "log_probs": log_probs.tolist()}
-        save()
+
+    # naive and lm-eval get the model as a plain load gives it (row-major weights); cascadekit
+    # runs as HFChoiceModel.from_pretrained leaves it (column-major on a bf16 CPU). The layout
+    # ablation (lm-eval on column-major weights, cascadekit on row-major ones) runs at 0-shot.
+    run("naive", False, lambda: naive(hf, tok, prompts))
+    run("lm_eval", False, lambda: lm_eval_scores(hf, tok, prompts, batch_size=lm_eval_batch))
+    if k == 0:
+        run("lm_eval_column_major", True, lambda: lm_eval_scores(hf, tok, prompts, batch_size=lm_eval_batch))
+        run("cascadekit_row_major", False, lambda: model.score(questions).log_probs)
+    set_layout(hf, column=True)
     ref, theirs = torch.tensor(partial["naive"]["log_probs"]), torch.tensor(partial["lm_eval"]["log_probs"])
     row["naive_qps"], row["lm_eval_qps"] = partial["naive"]["qps"], partial["lm_eval"]["qps"]
     row["lm_eval_batch_size"] = lm_eval_batch
+    for key in ("lm_eval_column_major", "cascadekit_row_major"):
+        if key in partial:
+            row[f"{key}_qps"] = partial[key]["qps"]
+    row["peak_before_each_scorer"] = {
+        key: value["peak_before"] for key, value in partial.items() if "peak_before" in value
+    }
     peak_before = matmul_peak()
     counted["tokens"] = 0
     t = time.perf_counter()
@@ -197,7 +237,7 @@ def bench_model(
     if not todo:
         return result
     start = time.perf_counter()
-    model = ck.HFChoiceModel.from_pretrained(MODELS / FILES[name], batch_size=16)
+    model = ck.HFChoiceModel.from_pretrained(MODELS / FILES[name], batch_size=16, weight_layout="row")
     result["model"] = FILES[name]
     result["dtype"] = str(next(model.model.parameters()).dtype)
     result["load_seconds"] = round(time.perf_counter() - start, 1)
@@ -244,6 +284,15 @@ def write_docs(result: dict[str, Any], path: Path) -> None:
                 f"| {bf['cascadekit']['agreement']:.1%} / {bf['lm_eval']['agreement']:.1%} "
                 f"| {f.get('agreement', float('nan')):.1%} | {f.get('max_abs_logprob_diff', float('nan')):.1e} |"
             )
+    for m in result["models"]:
+        r = m.get("0-shot", {})
+        if "lm_eval_column_major_qps" in r:
+            lines += [
+                "",
+                f"Weight layout, {m['model']} 0-shot: lm-eval {r['lm_eval_qps']:.2f} q/s on row-major weights, "
+                f"{r['lm_eval_column_major_qps']:.2f} on column-major; cascadekit {r['cascadekit_row_major_qps']:.2f} "
+                f"on row-major, {r['cascadekit_qps']:.2f} on column-major (its default for bf16 on CPU).",
+            ]
     parity_n = min(m[k]["questions"] for m in result["models"] for k in m if k.endswith("fp32 parity"))
     lines += [
         "",

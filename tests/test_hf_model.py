@@ -66,6 +66,53 @@ def test_from_pretrained_local_folder(tmp_path) -> None:
     assert loaded.name == str(tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("dtype", "layout", "column"),
+    [
+        ("float32", "column", True),
+        ("float32", "auto", False),
+        ("float32", "row", False),
+        ("bfloat16", "auto", True),
+        ("bfloat16", "row", False),
+    ],
+)
+def test_from_pretrained_weight_layout(tmp_path, dtype: str, layout: str, column: bool) -> None:
+    MODEL.save_pretrained(tmp_path)
+    TOKENIZER.save_pretrained(tmp_path)
+    loaded = HFChoiceModel.from_pretrained(tmp_path, dtype=dtype, weight_layout=layout)  # type: ignore[arg-type]
+    linears = [m for m in loaded.model.model.layers.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears
+    assert all(m.weight.t().is_contiguous() == column for m in linears)
+    # A tied output head shares the embedding table, which must stay row-major for fast lookups.
+    assert loaded.model.get_input_embeddings().weight.is_contiguous()
+    if dtype == "float32":
+        expected = HFChoiceModel(MODEL, loaded.tokenizer).score(ITEMS).log_probs
+        torch.testing.assert_close(loaded.score(ITEMS).log_probs, expected, atol=1e-5, rtol=0)
+
+
+def test_column_major_linears_keeps_values_and_skips_tied_heads() -> None:
+    from cascadekit.models import column_major_linears
+
+    emb = torch.nn.Embedding(7, 3)
+    head = torch.nn.Linear(3, 7, bias=False)
+    head.weight = emb.weight
+    net = torch.nn.ModuleDict({"emb": emb, "proj": torch.nn.Linear(3, 3), "head": head})
+    before = net["proj"].weight.detach().clone()
+    assert column_major_linears(net) == 1
+    assert net["proj"].weight.stride() == (1, 3)
+    assert torch.equal(net["proj"].weight, before)
+    assert net["head"].weight is net["emb"].weight
+    assert emb.weight.is_contiguous()
+    assert column_major_linears(net) == 0  # already column-major
+    with pytest.raises(TypeError, match=r"torch\.nn\.Module"):
+        column_major_linears("not a model")
+
+
+def test_bad_weight_layout(tmp_path) -> None:
+    with pytest.raises(CascadeInputError, match="weight_layout"):
+        HFChoiceModel.from_pretrained(tmp_path, weight_layout="diagonal")  # type: ignore[arg-type]
+
+
 def test_missing_gguf_file_is_a_clear_error(tmp_path) -> None:
     with pytest.raises(CascadeInputError, match="does not exist"):
         HFChoiceModel.from_pretrained(tmp_path / "nope.gguf")

@@ -11,13 +11,14 @@ import torch
 
 from cascadekit.exceptions import CascadeInputError
 from cascadekit.items import ChoiceItems
+from cascadekit.models._layout import WeightLayout, column_major_linears
 from cascadekit.prompts import LETTERS, mmlu_prompts
 from cascadekit.protocols import ModelOutput
 
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["HFChoiceModel", "cpu_supports_bf16", "resolve_dtype"]
+__all__ = ["HFChoiceModel", "column_major_linears", "cpu_supports_bf16", "resolve_dtype"]
 
 PaddingSide = Literal["left", "right"]
 
@@ -136,15 +137,25 @@ class HFChoiceModel:
         dtype: str | torch.dtype = "auto",
         device: str | torch.device = "cpu",
         gguf_dequantize: bool | None = None,
+        weight_layout: WeightLayout = "auto",
         **kwargs: Any,
     ) -> HFChoiceModel:
         """Load a hub id, a local folder, or a GGUF file (``path/to/x.gguf`` or folder + ``gguf_file``).
 
         GGUF files need ``pip install gguf accelerate``. ``gguf_dequantize=None`` unpacks the
         quantised weights into a dense model when ``dtype`` resolves to bf16/fp16 (so the CPU's
-        native bf16 matmul is used) and keeps them packed for float32. Remaining keyword arguments
-        go to :class:`HFChoiceModel`.
+        native bf16 matmul is used) and keeps them packed for float32. ``weight_layout="column"``
+        stores the linear layers' weights column-major (:func:`column_major_linears`), which
+        oneDNN's bf16 GEMM runs faster for some shapes; ``"auto"`` does so for bf16/fp16 on CPU
+        and keeps PyTorch's row-major layout otherwise (``"row"``). Scores are unchanged up to
+        rounding. Remaining keyword arguments go to :class:`HFChoiceModel`.
         """
+        if weight_layout not in ("auto", "row", "column"):
+            msg = (
+                "HFChoiceModel.from_pretrained: `weight_layout` must be one of 'auto', 'row', 'column', "
+                f"got {weight_layout!r}."
+            )
+            raise CascadeInputError(msg)
         try:
             from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415
         except ImportError as err:  # pragma: no cover - depends on the environment
@@ -169,6 +180,11 @@ class HFChoiceModel:
         model: Any = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **model_extra)
         model.to(device)
         model.eval()
+        on_cpu = torch.device(device).type == "cpu"
+        if weight_layout == "column" or (
+            weight_layout == "auto" and on_cpu and torch_dtype in (torch.bfloat16, torch.float16)
+        ):
+            column_major_linears(model)
         name = kwargs.pop("name", gguf_file or str(name_or_path))
         return cls(model, tokenizer, name=name, **kwargs)
 
