@@ -27,8 +27,9 @@ log-prob difference) is reported in bf16 and, after converting the same weights 
 float32 (on the first ``--parity-n`` questions: a naive float32 5-shot pass of the 1.5B model
 takes about half an hour on 200), where rounding no longer flips near-ties.
 
-Each finished (model, shots) section is saved to ``--state`` at once; a rerun skips them, so an
-interrupted run resumes. ``--fresh`` starts over.
+Each scorer's run (speed, peaks, log-probs) is saved to ``--state`` as soon as it finishes; a
+rerun skips what is saved, so an interrupted run resumes. ``--redo cascadekit`` re-times one
+scorer (after a code change) against the saved references; ``--fresh`` starts over.
 """
 
 from __future__ import annotations
@@ -138,7 +139,7 @@ def bench_shots(
     exemplars: Any,
     k: int,
     counted: dict[str, int],
-    partial: dict[str, Any],
+    runs: dict[str, Any],
     save: Any,
 ) -> dict[str, Any]:
     hf, tok = model.model, model.tokenizer
@@ -153,20 +154,21 @@ def bench_shots(
     # 5-shot row for a 152k vocabulary, so 16 rows run out of this machine's 24 GB
     lm_eval_batch = 16 if useful / n < 300 else 4
 
-    # each scorer's output is saved as soon as it is known, so a crash loses at most one scorer's run
+    # each scorer's output is saved as soon as it is known, so a crash loses at most one scorer's
+    # run; the runs stay in the state file, so deleting one entry re-times just that scorer
     def run(key: str, column: bool, score: Any) -> None:
-        if key in partial:
+        if key in runs:
             return
         set_layout(hf, column=column)
-        peak = matmul_peak()
+        peak_before = matmul_peak()
         counted["tokens"] = 0
         t = time.perf_counter()
         log_probs = score()
         seconds = time.perf_counter() - t
-        partial[key] = {
+        runs[key] = {
             "qps": n / seconds,
             "seconds": seconds,
-            "peak_before": peak,
+            "peak_before_after": [peak_before, matmul_peak()],
             "tokens": counted["tokens"],
             "log_probs": log_probs.tolist(),
         }
@@ -180,32 +182,30 @@ def bench_shots(
     if k == 0:
         run("lm_eval_column_major", True, lambda: lm_eval_scores(hf, tok, prompts, batch_size=lm_eval_batch))
         run("cascadekit_row_major", False, lambda: model.score(questions).log_probs)
-    set_layout(hf, column=True)
-    ref, theirs = torch.tensor(partial["naive"]["log_probs"]), torch.tensor(partial["lm_eval"]["log_probs"])
-    row["naive_qps"], row["lm_eval_qps"] = partial["naive"]["qps"], partial["lm_eval"]["qps"]
+    run("cascadekit", True, lambda: model.score(questions).log_probs)
+    ref = torch.tensor(runs["naive"]["log_probs"])
+    theirs, ours = torch.tensor(runs["lm_eval"]["log_probs"]), torch.tensor(runs["cascadekit"]["log_probs"])
+    row["naive_qps"], row["lm_eval_qps"] = runs["naive"]["qps"], runs["lm_eval"]["qps"]
     row["lm_eval_batch_size"] = lm_eval_batch
     for key in ("lm_eval_column_major", "cascadekit_row_major"):
-        if key in partial:
-            row[f"{key}_qps"] = partial[key]["qps"]
-    row["peak_before_each_scorer"] = {
-        key: value["peak_before"] for key, value in partial.items() if "peak_before" in value
+        if key in runs:
+            row[f"{key}_qps"] = runs[key]["qps"]
+    row["peak_before_after_each_scorer"] = {
+        key: value["peak_before_after"] for key, value in runs.items() if "peak_before_after" in value
     }
-    peak_before = matmul_peak()
-    counted["tokens"] = 0
-    t = time.perf_counter()
-    ours = model.score(questions).log_probs
-    seconds = time.perf_counter() - t
-    peak_after = matmul_peak()
-    row["cascadekit_qps"] = n / seconds
+    ck_run = runs["cascadekit"]
+    row["cascadekit_qps"] = ck_run["qps"]
     row["cascadekit_vs_lm_eval"] = row["cascadekit_qps"] / row["lm_eval_qps"]
     row["cascadekit_vs_naive"] = row["cascadekit_qps"] / row["naive_qps"]
+    if "lm_eval_column_major_qps" in row:
+        row["cascadekit_vs_lm_eval_column_major"] = row["cascadekit_qps"] / row["lm_eval_column_major_qps"]
     row["bf16_parity_with_naive"] = {"cascadekit": parity(ours, ref), "lm_eval": parity(theirs, ref)}
-    flops = 2 * params * counted["tokens"] + 2 * 4 * hf.config.hidden_size * n
-    row["tokens_computed"] = counted["tokens"]
+    flops = 2 * params * ck_run["tokens"] + 2 * 4 * hf.config.hidden_size * n
+    row["tokens_computed"] = ck_run["tokens"]
     row["prompt_tokens"] = useful
-    row["achieved_gflops"] = flops / seconds / 1e9
-    row["matmul_peak_gflops_before_after"] = [peak_before, peak_after]
-    row["fraction_of_peak"] = row["achieved_gflops"] / ((peak_before + peak_after) / 2)
+    row["achieved_gflops"] = flops / ck_run["seconds"] / 1e9
+    row["matmul_peak_gflops_before_after"] = ck_run["peak_before_after"]
+    row["fraction_of_peak"] = row["achieved_gflops"] / (sum(ck_run["peak_before_after"]) / 2)
     return {key: (round(v, 4) if isinstance(v, float) else v) for key, v in row.items()}
 
 
@@ -250,9 +250,8 @@ def bench_model(
     hook = model.model.get_decoder().register_forward_pre_hook(count, with_kwargs=True)
     for k in shots:
         if f"{k}-shot" not in result:
-            partial = result.setdefault(f"{k}-shot partial", {})
-            result[f"{k}-shot"] = bench_shots(model, questions, exemplars, k, counted, partial, save)
-            del result[f"{k}-shot partial"]
+            runs = result.setdefault(f"{k}-shot runs", {})
+            result[f"{k}-shot"] = bench_shots(model, questions, exemplars, k, counted, runs, save)
             save()
     hook.remove()
     model.model.float()
@@ -315,12 +314,24 @@ def main() -> None:
     )
     p.add_argument("--state", type=Path, default=Path("benchmarks/results/scoring.partial.json"))
     p.add_argument("--fresh", action="store_true", help="ignore the saved sections of an earlier run")
+    p.add_argument(
+        "--redo",
+        nargs="+",
+        default=[],
+        choices=["naive", "lm_eval", "lm_eval_column_major", "cascadekit_row_major", "cascadekit"],
+        help="re-time these scorers of the selected models (e.g. cascadekit after a code change)",
+    )
     args = p.parse_args()
     key = {"n": args.n, "seed": args.seed}
     state: dict[str, Any] = {}
     if args.state.exists() and not args.fresh:
         saved = json.loads(args.state.read_text())
         state = saved["models"] if saved.get("settings") == key else {}
+    for name in args.models:
+        for k in args.shots:
+            runs = state.get(name, {}).get(f"{k}-shot runs", {})
+            if any(runs.pop(scorer, None) is not None for scorer in args.redo):
+                state[name].pop(f"{k}-shot", None)
 
     def save() -> None:
         args.state.parent.mkdir(parents=True, exist_ok=True)
@@ -329,7 +340,15 @@ def main() -> None:
         tmp.replace(args.state)
 
     models = [
-        {"name": m, **bench_model(m, args.n, args.shots, args.seed, args.parity_n, state, save)} for m in args.models
+        {
+            "name": m,
+            **{
+                key: value
+                for key, value in bench_model(m, args.n, args.shots, args.seed, args.parity_n, state, save).items()
+                if not key.endswith(" runs")  # per-scorer log-probs stay in the state file
+            },
+        }
+        for m in args.models
     ]
     result = {"threads": torch.get_num_threads(), "questions": args.n, "seed": args.seed, "models": models}
     emit(result, args.json_out, args.docs, write_docs)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -248,6 +250,50 @@ def test_token_budget_batches() -> None:
     assert [4] in batches  # longer than the budget: alone
 
 
+def _brute_force_partition_cost(lengths: list[int], most_items: int, most_tokens: int | None) -> float:
+    """Least cost over every way of cutting the sorted lengths into contiguous batches."""
+    n, per_pass = len(lengths), lengths[len(lengths) // 2]
+    best = float("inf")
+    for mask in range(2 ** (n - 1)):
+        cuts = [0] + [i + 1 for i in range(n - 1) if mask >> i & 1] + [n]
+        cost = 0.0
+        for a, b in itertools.pairwise(cuts):
+            rows, width = b - a, lengths[b - 1]
+            if rows > most_items or (rows > 1 and most_tokens is not None and rows * width > most_tokens):
+                cost = float("inf")
+                break
+            cost += rows * width + per_pass
+        best = min(best, cost)
+    return best
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_partition_is_optimal_against_brute_force(seed: int) -> None:
+    from cascadekit.models.hf import _partition_sorted
+
+    g = torch.Generator().manual_seed(seed)
+    n = int(torch.randint(1, 11, (1,), generator=g))
+    lengths = sorted(torch.randint(1, 60, (n,), generator=g).tolist())
+    most_items = int(torch.randint(1, 6, (1,), generator=g))
+    most_tokens = None if seed % 2 else int(torch.randint(20, 150, (1,), generator=g))
+    cuts = _partition_sorted(lengths, most_items, most_tokens)
+    assert cuts[0] == 0
+    assert cuts[-1] == n
+    cost = 0.0
+    for a, b in itertools.pairwise(cuts):
+        rows, width = b - a, lengths[b - 1]
+        assert 1 <= rows <= most_items
+        assert rows == 1 or most_tokens is None or rows * width <= most_tokens
+        cost += rows * width + lengths[n // 2]
+    assert cost == _brute_force_partition_cost(lengths, most_items, most_tokens)
+
+
+def test_batches_cut_where_lengths_jump() -> None:
+    model = HFChoiceModel(MODEL, TOKENIZER, batch_size=4)
+    lengths = [10, 10, 11, 90, 10]  # fixed runs of 4 would pad three short rows to 90
+    assert list(model._batches(lengths)) == [[0, 1, 4, 2], [3]]
+
+
 def test_auto_batch_size_matches_naive() -> None:
     auto = HFChoiceModel(MODEL, TOKENIZER, batch_size="auto", memory_budget_mb=0.05)
     most_items, most_tokens = auto._limits()
@@ -267,14 +313,19 @@ def test_batches_mix_subjects_and_short_prefixes_are_not_cached(monkeypatch) -> 
     prefixes, suffixes = mmlu_prompts(ITEMS, 2, EXEMPLARS)
     assert len(set(ITEMS.subjects)) > 1
     shared = HFChoiceModel(MODEL, TOKENIZER, n_shots=2, exemplars=EXEMPLARS, min_prefix_tokens=1, batch_size=64)
-    seen = []
+    seen: list[tuple[int, int]] = []  # (rows, distinct prefix caches) per forward pass
     original = shared._forward_suffix
     monkeypatch.setattr(
-        shared, "_forward_suffix", lambda kvs, seqs, ids: seen.append(len(seqs)) or original(kvs, seqs, ids)
+        shared,
+        "_forward_suffix",
+        lambda kvs, seqs, ids: seen.append((len(seqs), len({id(kv) for kv in kvs}))) or original(kvs, seqs, ids),
     )
     reference = naive_log_probs(MODEL, TOKENIZER, [p + s for p, s in zip(prefixes, suffixes, strict=True)], 4)
     torch.testing.assert_close(shared.score(ITEMS).log_probs, reference, atol=1e-5, rtol=0)
-    assert seen == [len(ITEMS)]  # one forward pass over every subject's items
+    assert sum(rows for rows, _ in seen) == len(ITEMS)
+    # fewer passes than subjects, and a pass holding several subjects' prefix caches
+    assert len(seen) < len(set(ITEMS.subjects))
+    assert max(caches for _, caches in seen) > 1
     longest = max(len(TOKENIZER(p)["input_ids"]) for p in prefixes)
     short = HFChoiceModel(MODEL, TOKENIZER, n_shots=2, exemplars=EXEMPLARS, min_prefix_tokens=longest + 1)
     monkeypatch.setattr(short, "_prefix_kv", lambda ids: pytest.fail("a prefix below min_prefix_tokens was cached"))
