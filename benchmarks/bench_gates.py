@@ -121,7 +121,7 @@ def build_gates(
         "embedding: MLP": EmbeddingGate(embedder, "mlp", cost=embed_cost),
     }
     for k, path in sorted(hidden.items()):
-        pre[f"early exit: {k}/28 layers"] = EarlyExitGate(_DepthOnly(), layer=k, cache_file=path)  # type: ignore[arg-type]
+        pre[f"{EARLY_EXIT}{k}/28 layers"] = EarlyExitGate(_DepthOnly(), layer=k, cache_file=path)  # type: ignore[arg-type]
     pre["stacked: subject + probe + embedding"] = ck.StackedGate(
         [
             ck.SubjectPriorGate(unknown="prior"),
@@ -154,6 +154,34 @@ def build_gates(
     return {"pre": pre, "post": post}
 
 
+EARLY_EXIT = "early exit: "
+
+
+def choose_early_exit_depth(
+    n_splits: int,
+    shares: dict[tuple[str, str, str, tuple[float, ...]], list[float]],
+    aurocs: dict[tuple[str, str], list[float]],
+    gate_costs: dict[tuple[str, str], float],
+    cal_costs: dict[tuple[str, str, tuple[float, ...]], list[float]],
+) -> None:
+    """Add "early exit: depth chosen on calibration": per split, cost triple and calibrator, the
+    depth whose fitted cascade costs least on the calibration items, scored on the test items."""
+    names = sorted({name for name, _, _ in cal_costs})
+    if not names:
+        return
+    chosen_name = f"{EARLY_EXIT}depth chosen on calibration"
+    depth_costs, depth_aurocs = [], []
+    for cal_name in CALIBRATORS:
+        for triple in TRIPLES:
+            for split in range(n_splits):
+                best = min(names, key=lambda n: cal_costs[(n, cal_name, triple)][split])
+                shares[("pre", chosen_name, cal_name, triple)].append(shares[("pre", best, cal_name, triple)][split])
+                depth_costs.append(gate_costs[("pre", best)])
+                depth_aurocs.append(aurocs[("pre", best)][split])
+    aurocs[("pre", chosen_name)] = depth_aurocs
+    gate_costs[("pre", chosen_name)] = float(np.mean(depth_costs))
+
+
 def make_calibrator(name: str, cost: ck.LinearCost, stage: str) -> Any:
     if name == "threshold":
         return ck.ThresholdCalibrator(cost, stage=stage)  # type: ignore[arg-type]
@@ -175,6 +203,7 @@ def run(n_splits: int) -> dict[str, Any]:
     shares: dict[tuple[str, str, str, tuple[float, ...]], list[float]] = defaultdict(list)
     aurocs: dict[tuple[str, str], list[float]] = defaultdict(list)
     gate_costs: dict[tuple[str, str], float] = {}
+    cal_costs: dict[tuple[str, str, tuple[float, ...]], list[float]] = defaultdict(list)
     start = time.perf_counter()
     for seed in range(n_splits):
         perm = torch.randperm(len(items), generator=torch.Generator().manual_seed(seed))
@@ -205,7 +234,10 @@ def run(n_splits: int) -> dict[str, Any]:
                         cascade.fit(cal, log_probs[cal_idx])
                         total = cascade.run(test).total_cost
                         shares[(stage, name, cal_name, triple)].append(ck.savings_captured(total, base))
+                        if name.startswith(EARLY_EXIT):
+                            cal_costs[(name, cal_name, triple)].append(cascade.run(cal).total_cost)
         print(f"split {seed + 1}/{n_splits} done ({time.perf_counter() - start:.0f} s)", flush=True)
+    choose_early_exit_depth(n_splits, shares, aurocs, gate_costs, cal_costs)
     rows = []
     for (stage, name, cal_name, triple), values in sorted(shares.items()):
         v = torch.tensor(values, dtype=torch.float64)
