@@ -5,7 +5,7 @@
 ConformalCalibrator(alpha=0.2, delta=0.1, cost=None, stage='post')
 """
 
-from cascadekit import calibration, datasets, evaluation
+from cascadekit import calibration, datasets, evaluation, validity
 from cascadekit.calibrators import (
     BayesCalibrator,
     BudgetCalibrator,
@@ -88,4 +88,5 @@ __all__ = [
     "evaluation",
     "make_calibrator",
     "savings_captured",
+    "validity",
 ]

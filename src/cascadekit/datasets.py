@@ -18,11 +18,13 @@ from cascadekit.items import ChoiceItems
 from cascadekit.prompts import LETTERS
 
 __all__ = [
+    "MMLU_CATEGORIES",
     "SHIPPED_RECORDINGS",
     "Recording",
     "load_mmlu",
     "load_recording",
     "load_shipped_items",
+    "mmlu_category",
     "mmlu_exemplars",
     "recording_sample",
     "stratified_sample",
@@ -31,6 +33,52 @@ __all__ = [
 MMLU_SPLITS = ("dev", "val", "test")
 #: Names of the recordings shipped in ``cascadekit/_data`` (see ``docs/recordings.md``).
 SHIPPED_RECORDINGS = ("qwen2.5-1.5b", "smollm2-135m")
+
+#: The four MMLU categories and their subjects, as grouped by the dataset's authors (Hendrycks et
+#: al., ``categories.py`` of the MMLU repository, MIT): subjects map to subcategories, which map to
+#: STEM, humanities, social sciences and other (business, health, miscellaneous).
+MMLU_CATEGORIES: dict[str, tuple[str, ...]] = {
+    "stem": (
+        "abstract_algebra", "astronomy", "college_biology", "college_chemistry", "college_computer_science",
+        "college_mathematics", "college_physics", "computer_security", "conceptual_physics",
+        "electrical_engineering", "elementary_mathematics", "high_school_biology", "high_school_chemistry",
+        "high_school_computer_science", "high_school_mathematics", "high_school_physics",
+        "high_school_statistics", "machine_learning",
+    ),
+    "humanities": (
+        "formal_logic", "high_school_european_history", "high_school_us_history", "high_school_world_history",
+        "international_law", "jurisprudence", "logical_fallacies", "moral_disputes", "moral_scenarios",
+        "philosophy", "prehistory", "professional_law", "world_religions",
+    ),
+    "social_sciences": (
+        "econometrics", "high_school_geography", "high_school_government_and_politics",
+        "high_school_macroeconomics", "high_school_microeconomics", "high_school_psychology", "human_sexuality",
+        "professional_psychology", "public_relations", "security_studies", "sociology", "us_foreign_policy",
+    ),
+    "other": (
+        "anatomy", "business_ethics", "clinical_knowledge", "college_medicine", "global_facts", "human_aging",
+        "management", "marketing", "medical_genetics", "miscellaneous", "nutrition", "professional_accounting",
+        "professional_medicine", "virology",
+    ),
+}  # fmt: skip
+_CATEGORY_OF = {subject: cat for cat, subjects in MMLU_CATEGORIES.items() for subject in subjects}
+
+
+def mmlu_category(subject: str) -> str:
+    """The MMLU category (``"stem"``, ``"humanities"``, ``"social_sciences"``, ``"other"``) of a subject.
+
+    Coarse groups for per-group calibration (:class:`~cascadekit.MondrianCalibrator`), where the 57
+    subjects are too small to calibrate one by one.
+
+    Examples
+    --------
+    >>> mmlu_category("college_physics"), mmlu_category("professional_law")
+    ('stem', 'humanities')
+    """
+    if subject not in _CATEGORY_OF:
+        msg = f"mmlu_category: unknown MMLU subject {subject!r}; the 57 subjects are listed in MMLU_CATEGORIES."
+        raise CascadeInputError(msg)
+    return _CATEGORY_OF[subject]
 
 
 def _read_mmlu_csv(path: Path, split: str, subject: str) -> tuple[list[str], list[str], list[list[str]], list[int]]:
