@@ -184,6 +184,50 @@ def test_early_exit_gate(tmp_path) -> None:
         EarlyExitGate(HFChoiceModel(MODEL, TOKENIZER), layer=5).fit(ITEMS, correct)
 
 
+@pytest.mark.parametrize(("n_shots", "min_prefix_tokens"), [(0, 10**6), (2, 1)])  # plain and prefix-cache paths
+def test_captured_states_equal_a_separate_truncated_pass(n_shots, min_prefix_tokens) -> None:
+    # states kept from the scoring pass are those of running the first layers on the full prompt
+    kw = {"n_shots": n_shots, "exemplars": EXEMPLARS, "min_prefix_tokens": min_prefix_tokens, "batch_size": 4}
+    model = HFChoiceModel(MODEL, TOKENIZER, capture_layers=(1, 2), **kw)
+    scored = model.score(ITEMS)
+    calls: list[int] = []
+    original = model.early_hidden_states
+    model.early_hidden_states = lambda items, layers: calls.append(len(items)) or original(items, layers)  # type: ignore[method-assign]
+    for layer in (1, 2):
+        kept = model.hidden_states(ITEMS, layer)
+        separate = HFChoiceModel(MODEL, TOKENIZER, **kw).early_hidden_states(ITEMS, [layer])[layer]
+        torch.testing.assert_close(kept, separate, atol=1e-5, rtol=0)
+    assert calls == []  # nothing recomputed
+    torch.testing.assert_close(scored.log_probs, HFChoiceModel(MODEL, TOKENIZER, **kw).score(ITEMS).log_probs)
+    # items never scored are computed on demand
+    other = make_items(3, seed=11, prefix="other")
+    assert model.hidden_states(other, 1).shape == (3, MODEL.config.hidden_size)
+    assert calls == [3]
+    assert not any(layer._forward_hooks for layer in MODEL.get_decoder().layers)  # hooks removed
+    with pytest.raises(CascadeInputError, match=r"`capture_layers` must hold ints in \[1, 2\], got \[3\]"):
+        HFChoiceModel(MODEL, TOKENIZER, capture_layers=(3,)).score(ITEMS)
+
+
+def test_hidden_state_gate() -> None:
+    from cascadekit import HiddenStateGate
+    from cascadekit.testing import check_gate
+
+    correct = torch.tensor([i % 3 != 0 for i in range(len(ITEMS))])
+    model = HFChoiceModel(MODEL, TOKENIZER, capture_layers=(2,))
+    log_probs = model.score(ITEMS).log_probs
+    gate = HiddenStateGate(model, layer=2)
+    assert gate.cost == 0.0
+    assert gate.stage == "post"
+    check_gate(gate, ITEMS, log_probs=log_probs, correct=correct)
+    fitted = HiddenStateGate(model, layer=2).fit(ITEMS, correct, log_probs)
+    assert fitted.n_features_ == MODEL.config.hidden_size + 11  # state + option features of 4 options
+    assert HiddenStateGate(model, 2, with_options=False).fit(ITEMS, correct, log_probs).n_features_ == 32
+    with pytest.raises(CascadeInputError, match="needs the model's `log_probs`"):
+        fitted.score(ITEMS)
+    with pytest.raises(CascadeInputError, match=r"does not keep layer 1 .* `capture_layers=\(1,\)`"):
+        HiddenStateGate(model, layer=1).fit(ITEMS, correct, log_probs)
+
+
 class BoundaryTokenizer:
     """Delegates to a tokenizer but changes how a text ending in a blank line (a bare prefix) tokenizes.
 
@@ -269,14 +313,14 @@ def _brute_force_partition_cost(lengths: list[int], most_items: int, most_tokens
 
 @pytest.mark.parametrize("seed", range(40))
 def test_partition_is_optimal_against_brute_force(seed: int) -> None:
-    from cascadekit.models.hf import _partition_sorted
+    from cascadekit.models._batching import partition_sorted
 
     g = torch.Generator().manual_seed(seed)
     n = int(torch.randint(1, 11, (1,), generator=g))
     lengths = sorted(torch.randint(1, 60, (n,), generator=g).tolist())
     most_items = int(torch.randint(1, 6, (1,), generator=g))
     most_tokens = None if seed % 2 else int(torch.randint(20, 150, (1,), generator=g))
-    cuts = _partition_sorted(lengths, most_items, most_tokens)
+    cuts = partition_sorted(lengths, most_items, most_tokens)
     assert cuts[0] == 0
     assert cuts[-1] == n
     cost = 0.0

@@ -1,7 +1,8 @@
 """Gates: scores that say how likely the model is to be right, before (``pre``) or after (``post``) it runs.
 
 Post-inference gates read the model's option log-probs (:class:`MaxProbGate`, :class:`MarginGate`,
-:class:`EntropyGate`, the learned :class:`OptionDistributionGate`). Pre-inference gates see only the
+:class:`EntropyGate`, the learned :class:`OptionDistributionGate`) and, with :class:`HiddenStateGate`,
+its hidden state from the same pass. Pre-inference gates see only the
 item (:class:`SubjectPriorGate`, :class:`EmbeddingGate`, :class:`ProbeGate`,
 :class:`EarlyExitGate`). :class:`StackedGate`
 combines any of them.
@@ -15,7 +16,7 @@ from cascadekit.gates.confidence import (
     max_prob,
     normalized_entropy_confidence,
 )
-from cascadekit.gates.early_exit import EarlyExitGate
+from cascadekit.gates.early_exit import EarlyExitGate, HiddenStateGate
 from cascadekit.gates.embedding import EmbeddingGate, HFEmbedder, item_texts
 from cascadekit.gates.probe import OptionDistributionGate, ProbeGate, option_features
 from cascadekit.gates.stacked import StackedGate
@@ -26,6 +27,7 @@ __all__ = [
     "EmbeddingGate",
     "EntropyGate",
     "HFEmbedder",
+    "HiddenStateGate",
     "MarginGate",
     "MaxProbGate",
     "OptionDistributionGate",

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import itertools
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -12,6 +12,8 @@ import torch
 
 from cascadekit.exceptions import CascadeInputError
 from cascadekit.items import ChoiceItems
+from cascadekit.models._batching import partition_sorted
+from cascadekit.models._device import cpu_supports_bf16, resolve_dtype
 from cascadekit.models._layout import WeightLayout, column_major_linears
 from cascadekit.prompts import LETTERS, mmlu_prompts
 from cascadekit.protocols import ModelOutput
@@ -22,60 +24,6 @@ if TYPE_CHECKING:
 __all__ = ["HFChoiceModel", "column_major_linears", "cpu_supports_bf16", "resolve_dtype"]
 
 PaddingSide = Literal["left", "right"]
-
-
-@functools.cache
-def cpu_supports_bf16() -> bool:
-    """Whether this CPU has native bf16 matmul (AVX512-BF16 or AMX-BF16), read from /proc/cpuinfo."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8")
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_dtype(dtype: str | torch.dtype, device: str | torch.device) -> torch.dtype:
-    """Turn ``"auto"`` into bf16 where the device computes it natively, else float32."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype == "auto":
-        dev = torch.device(device)
-        if dev.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.bfloat16 if cpu_supports_bf16() else torch.float32
-    names = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    if dtype not in names:
-        msg = f"resolve_dtype: `dtype` must be 'auto', one of {sorted(names)} or a torch.dtype, got {dtype!r}."
-        raise CascadeInputError(msg)
-    return names[dtype]
-
-
-def _partition_sorted(lengths: list[int], most_items: int, most_tokens: int | None) -> list[int]:
-    """Cut points ``[0, ..., n]`` of ascending ``lengths`` into batches of least padded cost.
-
-    Cost of a batch = rows * its longest length + one median length (the price of a forward
-    pass); a batch holds at most ``most_items`` rows and, unless it is a single row, at most
-    ``most_tokens`` padded tokens. Exact dynamic programming, O(n * most_items).
-    """
-    n = len(lengths)
-    if n == 0:
-        return [0]
-    per_pass = lengths[n // 2]
-    best = [0] + [float("inf")] * n
-    start_of = [0] * (n + 1)
-    for stop in range(1, n + 1):
-        width = lengths[stop - 1]
-        for start in range(stop - 1, max(0, stop - most_items) - 1, -1):
-            rows = stop - start
-            if rows > 1 and most_tokens is not None and rows * width > most_tokens:
-                break
-            cost = best[start] + rows * width + per_pass
-            if cost < best[stop]:
-                best[stop], start_of[stop] = cost, start
-    cuts = [n]
-    while cuts[-1] > 0:
-        cuts.append(start_of[cuts[-1]])
-    return cuts[::-1]
 
 
 class HFChoiceModel:
@@ -121,6 +69,11 @@ class HFChoiceModel:
     min_prefix_tokens : int, default 64
         Shorter shared prefixes are not cached: their items are scored as full prompts in
         batches across subjects (a 0-shot MMLU header is ~20 tokens, not worth a separate pass).
+    capture_layers : sequence of int, default ()
+        Keep each scored item's last-prompt-token hidden state after these decoder layers (1 to
+        ``n_layers``), taken by hooks from the scoring pass itself at no extra compute, for
+        post-inference gates that read them (:class:`~cascadekit.gates.HiddenStateGate`); see
+        :meth:`hidden_states`.
 
     Examples
     --------
@@ -144,6 +97,7 @@ class HFChoiceModel:
         max_batch_tokens: int | None = None,
         memory_budget_mb: float = 2048.0,
         min_prefix_tokens: int = 64,
+        capture_layers: Sequence[int] = (),
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -156,6 +110,8 @@ class HFChoiceModel:
         self.max_batch_tokens = max_batch_tokens
         self.memory_budget_mb = memory_budget_mb
         self.min_prefix_tokens = min_prefix_tokens
+        self.capture_layers = capture_layers
+        self._captured: dict[int, dict[str, torch.Tensor]] = {}
 
     @classmethod
     def from_pretrained(
@@ -283,6 +239,13 @@ class HFChoiceModel:
         if self.padding_side not in ("left", "right"):
             msg = f"HFChoiceModel: `padding_side` must be 'left' or 'right', got {self.padding_side!r}."
             raise CascadeInputError(msg)
+        bad = [x for x in self.capture_layers if isinstance(x, bool) or not isinstance(x, int)]
+        if bad or any(not 1 <= x <= self.n_layers for x in self.capture_layers):
+            msg = (
+                f"HFChoiceModel: `capture_layers` must hold ints in [1, {self.n_layers}], "
+                f"got {list(self.capture_layers)!r}."
+            )
+            raise CascadeInputError(msg)
 
     def _batches(self, lengths: list[int]) -> Iterator[list[int]]:
         """Positions grouped into batches in increasing length, within the item and token limits.
@@ -295,7 +258,7 @@ class HFChoiceModel:
         """
         most_items, most_tokens = self._limits()
         order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
-        cuts = _partition_sorted([lengths[i] for i in order], most_items, most_tokens)
+        cuts = partition_sorted([lengths[i] for i in order], most_items, most_tokens)
         for start, stop in itertools.pairwise(cuts):
             yield order[start:stop]
 
@@ -337,19 +300,47 @@ class HFChoiceModel:
             logits = torch.tanh(logits / cap) * cap
         return logits
 
+    @contextlib.contextmanager
+    def _capturing(self) -> Iterator[dict[int, torch.Tensor]]:
+        """Hooks that keep the output of each decoder layer in ``capture_layers`` during one pass."""
+        captured: dict[int, torch.Tensor] = {}
+        layers = self.model.get_decoder().layers
+
+        def keep(layer: int) -> Any:
+            def hook(_module: Any, _args: Any, _kwargs: Any, output: Any) -> None:
+                captured[layer] = output[0] if isinstance(output, tuple) else output
+
+            return hook
+
+        handles = [layers[x - 1].register_forward_hook(keep(x), with_kwargs=True) for x in set(self.capture_layers)]
+        try:
+            yield captured
+        finally:
+            for h in handles:
+                h.remove()
+
+    @staticmethod
+    def _at_last(captured: dict[int, torch.Tensor], last: torch.Tensor) -> dict[int, torch.Tensor]:
+        rows = torch.arange(last.numel(), device=last.device)
+        return {layer: h[rows, last].float().cpu() for layer, h in captured.items()}
+
     @torch.inference_mode()
-    def _forward_last(self, seqs: list[list[int]], option_ids: list[int]) -> torch.Tensor:
+    def _forward_last(
+        self, seqs: list[list[int]], option_ids: list[int]
+    ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """Option logits (b, k) of full prompts, and the captured last-token states per layer."""
         device = next(self.model.parameters()).device
         ids, mask, positions = self._pad(seqs, device)
         decoder = self.model.get_decoder()
-        out = decoder(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False)
+        with self._capturing() as captured:
+            out = decoder(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False)
         hidden = out.last_hidden_state
         if self.padding_side == "right":
             last = mask.sum(1) - 1
         else:
             last = torch.full((len(seqs),), ids.shape[1] - 1, device=device)
         h_last = hidden[torch.arange(len(seqs), device=device), last]
-        return self._head(h_last, option_ids)
+        return self._head(h_last, option_ids), self._at_last(captured, last)
 
     @torch.inference_mode()
     def _prefix_kv(self, prefix_ids: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -366,8 +357,8 @@ class HFChoiceModel:
         kvs: list[list[tuple[torch.Tensor, torch.Tensor]]],
         seqs: list[list[int]],
         option_ids: list[int],
-    ) -> torch.Tensor:
-        """Option logits for suffixes, row r continuing the cached prefix ``kvs[r]``.
+    ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """Option logits for suffixes, row r continuing the cached prefix ``kvs[r]``, and captured states.
 
         Caches of different lengths are left-padded to the longest and the padding is masked;
         suffixes are right-padded. Keys were rotated at their own positions when cached, so
@@ -401,15 +392,17 @@ class HFChoiceModel:
                     keys[r, :, longest - lens[r] :] = kv[layer][0][0]
                     values[r, :, longest - lens[r] :] = kv[layer][1][0]
             cache.update(keys, values, layer)
-        out = self.model.get_decoder()(
-            input_ids=ids.to(device),
-            attention_mask=mask.to(device),
-            position_ids=positions.to(device),
-            past_key_values=cache,
-            use_cache=True,
-        )
+        with self._capturing() as captured:
+            out = self.model.get_decoder()(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                position_ids=positions.to(device),
+                past_key_values=cache,
+                use_cache=True,
+            )
         last = torch.tensor([len(x) - 1 for x in seqs], device=device)
-        return self._head(out.last_hidden_state[torch.arange(b, device=device), last], option_ids)
+        logits = self._head(out.last_hidden_state[torch.arange(b, device=device), last], option_ids)
+        return logits, self._at_last(captured, last)
 
     def _split_prefixes(self, items: ChoiceItems) -> tuple[list[list[int]], list[int], dict[str, list[int]]]:
         """Full token ids per item, the shared prefix length per item (0: none), and each prefix's shared ids.
@@ -493,6 +486,28 @@ class HFChoiceModel:
                 h.remove()
         return out
 
+    def _keep(self, items: ChoiceItems, batch: list[int], states: dict[int, torch.Tensor]) -> None:
+        for layer, h in states.items():
+            store = self._captured.setdefault(layer, {})
+            for row, i in enumerate(batch):
+                store[items.ids[i]] = h[row]
+
+    def hidden_states(self, items: ChoiceItems, layer: int) -> torch.Tensor:
+        """Last-prompt-token hidden state after ``layer`` decoder layers, ``(n, d)`` float32, in item order.
+
+        Items this model scored with ``layer`` in ``capture_layers`` are served from what that pass
+        kept (no compute); the others run the first ``layer`` layers (:meth:`early_hidden_states`).
+        """
+        kept = self._captured.get(layer, {})
+        out = torch.empty((len(items), int(self.model.config.hidden_size)))
+        todo = [i for i, key in enumerate(items.ids) if key not in kept]
+        for i, key in enumerate(items.ids):
+            if key in kept:
+                out[i] = kept[key]
+        if todo:
+            out[torch.tensor(todo)] = self.early_hidden_states(items.take(todo), [layer])[layer]
+        return out
+
     # ------------------------------------------------------------------ API
 
     def score(self, items: ChoiceItems) -> ModelOutput:
@@ -531,7 +546,8 @@ class HFChoiceModel:
                 if prefixes[i] not in kv_of:
                     kv_of[prefixes[i]] = self._prefix_kv(prefix_ids[prefixes[i]])
             kvs = [kv_of[prefixes[i]] for i in batch]
-            logits = self._forward_suffix(kvs, [seqs[i][usable[i] :] for i in batch], option_ids)
+            logits, states = self._forward_suffix(kvs, [seqs[i][usable[i] :] for i in batch], option_ids)
+            self._keep(items, batch, states)
             for i in batch:
                 remaining[prefixes[i]] -= 1
                 if remaining[prefixes[i]] == 0:
@@ -540,6 +556,7 @@ class HFChoiceModel:
             yield batch, ModelOutput(lp, torch.tensor([lengths[i] for i in batch], dtype=torch.int64))
         for chunk in self._batches([lengths[i] for i in plain]):
             batch = [plain[j] for j in chunk]
-            logits = self._forward_last([seqs[i] for i in batch], option_ids)
+            logits, states = self._forward_last([seqs[i] for i in batch], option_ids)
+            self._keep(items, batch, states)
             lp = torch.log_softmax(logits, dim=-1).cpu()
             yield batch, ModelOutput(lp, torch.tensor([lengths[i] for i in batch], dtype=torch.int64))

@@ -1,0 +1,33 @@
+"""Batch boundaries over length-sorted prompts: least padding plus a charge per forward pass."""
+
+from __future__ import annotations
+
+__all__ = ["partition_sorted"]
+
+
+def partition_sorted(lengths: list[int], most_items: int, most_tokens: int | None) -> list[int]:
+    """Cut points ``[0, ..., n]`` of ascending ``lengths`` into batches of least padded cost.
+
+    Cost of a batch = rows * its longest length + one median length (the price of a forward
+    pass); a batch holds at most ``most_items`` rows and, unless it is a single row, at most
+    ``most_tokens`` padded tokens. Exact dynamic programming, O(n * most_items).
+    """
+    n = len(lengths)
+    if n == 0:
+        return [0]
+    per_pass = lengths[n // 2]
+    best = [0] + [float("inf")] * n
+    start_of = [0] * (n + 1)
+    for stop in range(1, n + 1):
+        width = lengths[stop - 1]
+        for start in range(stop - 1, max(0, stop - most_items) - 1, -1):
+            rows = stop - start
+            if rows > 1 and most_tokens is not None and rows * width > most_tokens:
+                break
+            cost = best[start] + rows * width + per_pass
+            if cost < best[stop]:
+                best[stop], start_of[stop] = cost, start
+    cuts = [n]
+    while cuts[-1] > 0:
+        cuts.append(start_of[cuts[-1]])
+    return cuts[::-1]
