@@ -108,7 +108,7 @@ class HiddenStateGate(EarlyExitGate):
         ``.npz`` of states by item id (see :meth:`save_cache`).
     """
 
-    stage = "post"  # type: ignore[assignment]
+    stage = "post"
 
     def __init__(
         self,
