@@ -4,7 +4,7 @@
 
 Populations: the shipped recordings (Qwen2.5-Coder-1.5B's max option probability as score,
 SmolLM2-135M's as the pre-inference score, the four MMLU categories as groups) and a synthetic
-pool of 200,000 items with P(correct | s) = s ("easy") or s^2 ("hard"). Calibration sets are drawn
+pool of 100,000 items with P(correct | s) = s ("easy") or s^2 ("hard"). Calibration sets are drawn
 from a pool with replacement, so each is i.i.d. from it and a fitted policy's true risk is its rate
 on the whole pool. Scenarios: :func:`cascadekit.validity.builtin_scenarios` (n = 1,000 calibration
 items; alpha = 0.2, delta = 0.1; cost (c, S, E) = (1, 3, 6)). Draws use seeds 20,000 onwards, apart
@@ -30,7 +30,7 @@ FIRST_SEED = 20_000
 
 def run(draws: int) -> dict[str, Any]:
     torch.set_num_threads(1)
-    populations = [Population.recorded(), Population.synthetic(n=200_000, powers=(("easy", 1.0), ("hard", 2.0)))]
+    populations = [Population.recorded(), Population.synthetic(n=100_000, powers=(("easy", 1.0), ("hard", 2.0)))]
     reports = []
     for pop in populations:
         for sc in builtin_scenarios(pop, n=1000):
