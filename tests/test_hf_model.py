@@ -228,6 +228,48 @@ def test_hidden_state_gate() -> None:
         HiddenStateGate(model, layer=1).fit(ITEMS, correct, log_probs)
 
 
+def test_prefix_caches_kept_across_calls_give_the_same_scores() -> None:
+    prefixes, suffixes = mmlu_prompts(ITEMS, 2, EXEMPLARS)
+    reference = naive_log_probs(MODEL, TOKENIZER, [p + s for p, s in zip(prefixes, suffixes, strict=True)], 4)
+    kw = {"n_shots": 2, "exemplars": EXEMPLARS, "min_prefix_tokens": 1, "batch_size": 4}
+    model = HFChoiceModel(MODEL, TOKENIZER, prefix_cache_mb=64, **kw)
+    n_subjects = len(set(ITEMS.subjects))
+    assert model.warm_prefixes(ITEMS) == n_subjects
+    assert model.warm_prefixes(ITEMS) == 0  # all kept
+    for _ in range(2):
+        torch.testing.assert_close(model.score(ITEMS).log_probs, reference, atol=1e-5, rtol=0)
+    assert model._prefixes.misses == n_subjects  # computed once, over three calls
+    # without a budget every call computes its prefixes again
+    cold = HFChoiceModel(MODEL, TOKENIZER, **kw)
+    cold.score(ITEMS)
+    cold.score(ITEMS)
+    assert cold._prefixes.misses == 2 * n_subjects
+    assert len(cold._prefixes) == 0
+    with pytest.raises(CascadeInputError, match="set `prefix_cache_mb` > 0"):
+        cold.warm_prefixes(ITEMS)
+    with pytest.raises(CascadeInputError, match="`prefix_cache_mb` must be a number >= 0, got -1"):
+        HFChoiceModel(MODEL, TOKENIZER, prefix_cache_mb=-1).score(ITEMS)
+
+
+def test_prefix_store_evicts_least_recently_used() -> None:
+    from cascadekit.models._prefix import PrefixStore
+
+    def kv(n: int):
+        return [(torch.zeros(n, dtype=torch.float32), torch.zeros(n, dtype=torch.float32))]  # 8n bytes
+
+    store = PrefixStore(budget_mb=(8 * 1000 * 2) / 2**20)  # room for two prefixes of 1,000 values
+    store.get((1,), lambda: kv(1000))
+    store.get((2,), lambda: kv(1000))
+    store.get((1,), lambda: kv(1000))  # 1 is now the most recently used
+    store.get((3,), lambda: kv(1000))  # evicts 2
+    assert (1,) in store and (3,) in store and (2,) not in store
+    assert (store.hits, store.misses) == (1, 3)
+    store.get((4,), lambda: kv(5000))  # larger than the budget: used, not kept
+    assert len(store) == 2 and (4,) not in store
+    store.clear()
+    assert len(store) == 0
+
+
 class BoundaryTokenizer:
     """Delegates to a tokenizer but changes how a text ending in a blank line (a bare prefix) tokenizes.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -15,6 +16,7 @@ from cascadekit.items import ChoiceItems
 from cascadekit.models._batching import partition_sorted
 from cascadekit.models._device import cpu_supports_bf16, resolve_dtype
 from cascadekit.models._layout import WeightLayout, column_major_linears
+from cascadekit.models._prefix import PrefixStore
 from cascadekit.prompts import LETTERS, mmlu_prompts
 from cascadekit.protocols import ModelOutput
 
@@ -69,6 +71,11 @@ class HFChoiceModel:
     min_prefix_tokens : int, default 64
         Shorter shared prefixes are not cached: their items are scored as full prompts in
         batches across subjects (a 0-shot MMLU header is ~20 tokens, not worth a separate pass).
+    prefix_cache_mb : float, default 0
+        Keep prefix key/value caches *across calls*, up to this many MB, least recently used out
+        first: a serving process whose requests keep coming from the same subjects then computes
+        each few-shot prefix once, not once per call. 0 frees them at the end of every call.
+        :meth:`warm_prefixes` computes them ahead of time.
     capture_layers : sequence of int, default ()
         Keep each scored item's last-prompt-token hidden state after these decoder layers (1 to
         ``n_layers``), taken by hooks from the scoring pass itself at no extra compute, for
@@ -98,6 +105,7 @@ class HFChoiceModel:
         memory_budget_mb: float = 2048.0,
         min_prefix_tokens: int = 64,
         capture_layers: Sequence[int] = (),
+        prefix_cache_mb: float = 0.0,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -111,7 +119,9 @@ class HFChoiceModel:
         self.memory_budget_mb = memory_budget_mb
         self.min_prefix_tokens = min_prefix_tokens
         self.capture_layers = capture_layers
+        self.prefix_cache_mb = prefix_cache_mb
         self._captured: dict[int, dict[str, torch.Tensor]] = {}
+        self._prefixes = PrefixStore()
 
     @classmethod
     def from_pretrained(
@@ -239,6 +249,14 @@ class HFChoiceModel:
         if self.padding_side not in ("left", "right"):
             msg = f"HFChoiceModel: `padding_side` must be 'left' or 'right', got {self.padding_side!r}."
             raise CascadeInputError(msg)
+        if (
+            isinstance(self.prefix_cache_mb, bool)
+            or not isinstance(self.prefix_cache_mb, int | float)
+            or not (self.prefix_cache_mb >= 0)
+        ):
+            msg = f"HFChoiceModel: `prefix_cache_mb` must be a number >= 0, got {self.prefix_cache_mb!r}."
+            raise CascadeInputError(msg)
+        self._prefixes.budget_mb = float(self.prefix_cache_mb)
         bad = [x for x in self.capture_layers if isinstance(x, bool) or not isinstance(x, int)]
         if bad or any(not 1 <= x <= self.n_layers for x in self.capture_layers):
             msg = (
@@ -492,6 +510,22 @@ class HFChoiceModel:
             for row, i in enumerate(batch):
                 store[items.ids[i]] = h[row]
 
+    def warm_prefixes(self, items: ChoiceItems) -> int:
+        """Compute and keep the shared-prefix caches ``items`` would use (needs ``prefix_cache_mb > 0``).
+
+        Returns how many prefixes were computed (already kept ones are not). Prefixes shorter than
+        ``min_prefix_tokens`` are not cached, as in :meth:`score`.
+        """
+        self._validate()
+        if self.prefix_cache_mb <= 0:
+            msg = "HFChoiceModel.warm_prefixes: set `prefix_cache_mb` > 0, or the prefixes are not kept."
+            raise CascadeInputError(msg)
+        _, _, prefix_ids = self._split_prefixes(items)
+        before = self._prefixes.misses
+        for ids in {tuple(x) for x in prefix_ids.values() if len(x) >= self.min_prefix_tokens}:
+            self._prefixes.get(ids, functools.partial(self._prefix_kv, list(ids)))
+        return self._prefixes.misses - before
+
     def hidden_states(self, items: ChoiceItems, layer: int) -> torch.Tensor:
         """Last-prompt-token hidden state after ``layer`` decoder layers, ``(n, d)`` float32, in item order.
 
@@ -544,7 +578,8 @@ class HFChoiceModel:
             batch = [cached[j] for j in chunk]
             for i in batch:
                 if prefixes[i] not in kv_of:
-                    kv_of[prefixes[i]] = self._prefix_kv(prefix_ids[prefixes[i]])
+                    ids = prefix_ids[prefixes[i]]
+                    kv_of[prefixes[i]] = self._prefixes.get(tuple(ids), functools.partial(self._prefix_kv, ids))
             kvs = [kv_of[prefixes[i]] for i in batch]
             logits, states = self._forward_suffix(kvs, [seqs[i][usable[i] :] for i in batch], option_ids)
             self._keep(items, batch, states)
