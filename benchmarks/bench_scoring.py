@@ -185,7 +185,7 @@ def bench_shots(
     prefixes, suffixes = mmlu_prompts(questions, k, exemplars)
     prompts = [p + s for p, s in zip(prefixes, suffixes, strict=True)]
     useful = sum(len(tok(p)["input_ids"]) for p in prompts)
-    row: dict[str, Any] = {"questions": n, "mean_prompt_tokens": useful / n}
+    row: dict[str, Any] = {"questions": n, "subjects": len(set(questions.subjects)), "mean_prompt_tokens": useful / n}
     # lm-eval materialises float32 logits over the whole vocabulary at every position: ~1 GB per
     # 5-shot row for a 152k vocabulary, so 16 rows run out of this machine's 24 GB
     lm_eval_batch = 16 if useful / n < 300 else 4
