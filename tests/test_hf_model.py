@@ -262,10 +262,13 @@ def test_prefix_store_evicts_least_recently_used() -> None:
     store.get((2,), lambda: kv(1000))
     store.get((1,), lambda: kv(1000))  # 1 is now the most recently used
     store.get((3,), lambda: kv(1000))  # evicts 2
-    assert (1,) in store and (3,) in store and (2,) not in store
+    assert (1,) in store
+    assert (3,) in store
+    assert (2,) not in store
     assert (store.hits, store.misses) == (1, 3)
     store.get((4,), lambda: kv(5000))  # larger than the budget: used, not kept
-    assert len(store) == 2 and (4,) not in store
+    assert len(store) == 2
+    assert (4,) not in store
     store.clear()
     assert len(store) == 0
 
