@@ -319,8 +319,8 @@ class HFChoiceModel:
         return logits
 
     @contextlib.contextmanager
-    def _capturing(self) -> Iterator[dict[int, torch.Tensor]]:
-        """Hooks that keep the output of each decoder layer in ``capture_layers`` during one pass."""
+    def _capturing(self, which: Sequence[int]) -> Iterator[dict[int, torch.Tensor]]:
+        """Hooks that keep, during forward passes, the residual stream after each layer in ``which`` (0: the input)."""
         captured: dict[int, torch.Tensor] = {}
         layers = self.model.get_decoder().layers
 
@@ -330,7 +330,11 @@ class HFChoiceModel:
 
             return hook
 
-        handles = [layers[x - 1].register_forward_hook(keep(x), with_kwargs=True) for x in set(self.capture_layers)]
+        def keep_input(_module: Any, args: Any, kwargs: Any) -> None:
+            captured[0] = args[0] if args else kwargs["hidden_states"]
+
+        handles = [layers[0].register_forward_pre_hook(keep_input, with_kwargs=True)] if 0 in which else []
+        handles += [layers[x - 1].register_forward_hook(keep(x), with_kwargs=True) for x in set(which) if x > 0]
         try:
             yield captured
         finally:
@@ -350,7 +354,7 @@ class HFChoiceModel:
         device = next(self.model.parameters()).device
         ids, mask, positions = self._pad(seqs, device)
         decoder = self.model.get_decoder()
-        with self._capturing() as captured:
+        with self._capturing(self.capture_layers) as captured:
             out = decoder(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False)
         hidden = out.last_hidden_state
         if self.padding_side == "right":
@@ -410,7 +414,7 @@ class HFChoiceModel:
                     keys[r, :, longest - lens[r] :] = kv[layer][0][0]
                     values[r, :, longest - lens[r] :] = kv[layer][1][0]
             cache.update(keys, values, layer)
-        with self._capturing() as captured:
+        with self._capturing(self.capture_layers) as captured:
             out = self.model.get_decoder()(
                 input_ids=ids.to(device),
                 attention_mask=mask.to(device),
@@ -470,38 +474,20 @@ class HFChoiceModel:
             return out
         seqs = self.tokenize(items)
         device = next(self.model.parameters()).device
-        captured: dict[int, torch.Tensor] = {}
-
-        def keep(layer: int) -> Any:
-            def hook(_module: Any, _args: Any, _kwargs: Any, output: Any) -> None:
-                captured[layer] = output[0] if isinstance(output, tuple) else output
-
-            return hook
-
-        def keep_input(_module: Any, args: Any, kwargs: Any) -> None:
-            captured[0] = args[0] if args else kwargs["hidden_states"]
-
-        handles = [full[0].register_forward_pre_hook(keep_input, with_kwargs=True)] if top > 0 else []
-        handles += [
-            full[layer - 1].register_forward_hook(keep(layer), with_kwargs=True) for layer in layers if layer > 0
-        ]
         try:
             decoder.layers = full[: max(top, 1)]
-            for batch in self._batches([len(x) for x in seqs]):
-                ids, mask, positions = self._pad([seqs[i] for i in batch], device)
-                decoder(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False)
-                if self.padding_side == "right":
-                    last = mask.sum(1) - 1
-                else:
-                    last = torch.full((len(batch),), ids.shape[1] - 1, device=device)
-                rows = torch.arange(len(batch), device=device)
-                index = torch.tensor(batch)
-                for layer in layers:
-                    out[layer][index] = captured[layer][rows, last].float().cpu()
+            with self._capturing(layers) as captured:
+                for batch in self._batches([len(x) for x in seqs]):
+                    ids, mask, positions = self._pad([seqs[i] for i in batch], device)
+                    decoder(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False)
+                    if self.padding_side == "right":
+                        last = mask.sum(1) - 1
+                    else:
+                        last = torch.full((len(batch),), ids.shape[1] - 1, device=device)
+                    for layer, state in self._at_last(captured, last).items():
+                        out[layer][torch.tensor(batch)] = state
         finally:
             decoder.layers = full
-            for h in handles:
-                h.remove()
         return out
 
     def _keep(self, items: ChoiceItems, batch: list[int], states: dict[int, torch.Tensor]) -> None:
