@@ -13,23 +13,26 @@ items; 5-shot exemplars from MMLU dev) for three scorers:
   loglikelihood requests (context, " A" ... " D") per question, its own batching;
 - ``cascadekit``: ``HFChoiceModel`` (length-sorted batches, shared-prefix KV cache, option rows only).
 
-naive and lm-eval run on the weights as a plain load leaves them (row-major); cascadekit on the
-column-major layout ``HFChoiceModel.from_pretrained`` picks for bf16 on CPU. At 0-shot, lm-eval on
-column-major weights and cascadekit on row-major ones are timed as well, to separate the layout's
-share of the speed-up from the rest. A matmul peak is measured before each scorer.
+All three run on the same weights, stored as a plain load leaves them (row-major). cascadekit runs
+with ``compile=True`` (TorchInductor); its compilation happens in a warm-up call on 40 other
+questions before the timed call and is reported separately (``compile_warmup_seconds``). At
+0-shot the eager (uncompiled) cascadekit is timed too (``cascadekit_eager``), to separate
+compilation's share of the speed-up from the rest. A matmul peak is measured before each scorer.
 
 Speed is measured in the model's default dtype (bf16 on this CPU). This machine's matmul throughput
 drifts by up to 3x over minutes (shared host), so the bf16 matmul peak (a sustained 2048^3 matmul,
 2 s) is measured right before and right after the cascadekit run and its mean is the reference for
 that run. Achieved GFLOP/s counts 2 x non-embedding parameters x tokens computed (padding included)
-plus the 4-row head; the useful-token figure excludes padding. Parity (argmax agreement, largest
+plus the 4-row head. Parity (argmax agreement, largest
 log-prob difference) is reported in bf16 and, after converting the same weights to float32, in
 float32 (on the first ``--parity-n`` questions: a naive float32 5-shot pass of the 1.5B model
 takes about half an hour on 200), where rounding no longer flips near-ties.
 
 Each scorer's run (speed, peaks, log-probs) is saved to ``--state`` as soon as it finishes; a
 rerun skips what is saved, so an interrupted run resumes. ``--redo cascadekit`` re-times one
-scorer (after a code change) against the saved references; ``--fresh`` starts over.
+scorer (after a code change) against the saved references; ``--fresh`` starts over. Achieved
+GFLOP/s counts the tokens ``HFChoiceModel.tokens_computed`` reports (padding included, each
+prefix once).
 """
 
 from __future__ import annotations
@@ -49,7 +52,6 @@ from lm_eval.models.huggingface import HFLM
 import cascadekit as ck
 from _common import emit, replace_between_markers
 from cascadekit.datasets import mmlu_exemplars
-from cascadekit.models import column_major_linears
 from cascadekit.prompts import mmlu_prompts
 
 MODELS = Path(os.environ.get("CASCADEKIT_MODELS", Path.home() / ".cache/cascadekit-models"))
@@ -95,16 +97,6 @@ def lm_eval_scores(model: Any, tokenizer: Any, prompts: list[str], batch_size: i
     return torch.log_softmax(values, dim=1)
 
 
-def set_layout(model: Any, *, column: bool) -> None:
-    """Store the decoder's linear weights column-major (cascadekit's bf16 default) or row-major."""
-    if column:
-        column_major_linears(model.get_decoder())
-        return
-    for sub in model.get_decoder().modules():
-        if isinstance(sub, torch.nn.Linear) and not sub.weight.is_contiguous():
-            sub.weight = torch.nn.Parameter(sub.weight.detach().contiguous(), requires_grad=False)
-
-
 def non_embedding_params(model: Any) -> int:
     emb = model.get_input_embeddings().weight
     head = model.get_output_embeddings().weight
@@ -112,13 +104,15 @@ def non_embedding_params(model: Any) -> int:
     return total - emb.numel() - (head.numel() if head.data_ptr() != emb.data_ptr() else 0)
 
 
-def questions_and_exemplars(n: int, seed: int) -> tuple[ck.ChoiceItems, Any]:
+def questions_and_exemplars(n: int, seed: int) -> tuple[ck.ChoiceItems, ck.ChoiceItems, Any]:
+    """n seeded test questions, 40 other test questions for warm-up calls, and the dev exemplars."""
     items = ck.datasets.load_shipped_items()
     test = [i for i, x in enumerate(items.ids) if x.startswith("test/")]
-    pick = torch.randperm(len(test), generator=torch.Generator().manual_seed(seed))[:n]
-    questions = items.take([test[int(i)] for i in pick])
+    pick = torch.randperm(len(test), generator=torch.Generator().manual_seed(seed)).tolist()
+    questions = items.take([test[i] for i in pick[:n]])
+    warmup = items.take([test[i] for i in pick[n : n + 40]])
     exemplars = mmlu_exemplars(items.take([i for i, x in enumerate(items.ids) if x.startswith("dev/")]))
-    return questions, exemplars
+    return questions, warmup, exemplars
 
 
 def parity(ours: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
@@ -142,7 +136,7 @@ def shot_row(
     theirs, ours = torch.tensor(runs["lm_eval"]["log_probs"]), torch.tensor(runs["cascadekit"]["log_probs"])
     row["naive_qps"], row["lm_eval_qps"] = runs["naive"]["qps"], runs["lm_eval"]["qps"]
     row["lm_eval_batch_size"] = lm_eval_batch
-    for key in ("lm_eval_column_major", "cascadekit_row_major", "cascadekit_warm_prefixes"):
+    for key in ("cascadekit_eager", "cascadekit_warm_prefixes"):
         if key in runs:
             row[f"{key}_qps"] = runs[key]["qps"]
     if "cascadekit_warm_prefixes" in runs:
@@ -157,8 +151,17 @@ def shot_row(
     row["cascadekit_qps"] = ck_run["qps"]
     row["cascadekit_vs_lm_eval"] = row["cascadekit_qps"] / row["lm_eval_qps"]
     row["cascadekit_vs_naive"] = row["cascadekit_qps"] / row["naive_qps"]
-    if "lm_eval_column_major_qps" in row:
-        row["cascadekit_vs_lm_eval_column_major"] = row["cascadekit_qps"] / row["lm_eval_column_major_qps"]
+    if "cascadekit_eager_qps" in row:
+        row["cascadekit_eager_vs_lm_eval"] = row["cascadekit_eager_qps"] / row["lm_eval_qps"]
+        eager = runs["cascadekit_eager"]
+        row["cascadekit_eager_fraction_of_peak"] = (
+            (2 * params * eager["tokens"] + 2 * 4 * hf.config.hidden_size * n)
+            / eager["seconds"]
+            / 1e9
+            / (sum(eager["peak_before_after"]) / 2)
+        )
+        row["bf16_parity_eager_with_naive"] = parity(torch.tensor(eager["log_probs"]), ref)
+    row["compile_warmup_seconds"] = ck_run.get("warmup_seconds")
     row["bf16_parity_with_naive"] = {"cascadekit": parity(ours, ref), "lm_eval": parity(theirs, ref)}
     flops = 2 * params * ck_run["tokens"] + 2 * 4 * hf.config.hidden_size * n
     row["tokens_computed"] = ck_run["tokens"]
@@ -172,9 +175,9 @@ def shot_row(
 def bench_shots(
     model: ck.HFChoiceModel,
     questions: ck.ChoiceItems,
+    warmup_questions: ck.ChoiceItems,
     exemplars: Any,
     k: int,
-    counted: dict[str, int],
     runs: dict[str, Any],
     save: Any,
 ) -> dict[str, Any]:
@@ -192,12 +195,16 @@ def bench_shots(
 
     # each scorer's output is saved as soon as it is known, so a crash loses at most one scorer's
     # run; the runs stay in the state file, so deleting one entry re-times just that scorer
-    def run(key: str, column: bool, score: Any) -> None:
+    def run(key: str, score: Any, warmup: Any = None) -> None:
         if key in runs:
             return
-        set_layout(hf, column=column)
+        warmup_seconds = None
+        if warmup is not None:  # compilation: once per kind of pass, before the timed call
+            t = time.perf_counter()
+            warmup()
+            warmup_seconds = time.perf_counter() - t
         peak_before = matmul_peak()
-        counted["tokens"] = 0
+        before = model.tokens_computed
         t = time.perf_counter()
         log_probs = score()
         seconds = time.perf_counter() - t
@@ -205,27 +212,31 @@ def bench_shots(
             "qps": n / seconds,
             "seconds": seconds,
             "peak_before_after": [peak_before, matmul_peak()],
-            "tokens": counted["tokens"],
+            "tokens": model.tokens_computed - before,
             "log_probs": log_probs.tolist(),
+            **({} if warmup_seconds is None else {"warmup_seconds": warmup_seconds}),
         }
         save()
 
-    # naive and lm-eval get the model as a plain load gives it (row-major weights); cascadekit
-    # runs as HFChoiceModel.from_pretrained leaves it (column-major on a bf16 CPU). The layout
-    # ablation (lm-eval on column-major weights, cascadekit on row-major ones) runs at 0-shot.
-    run("naive", False, lambda: naive(hf, tok, prompts))
-    run("lm_eval", False, lambda: lm_eval_scores(hf, tok, prompts, batch_size=lm_eval_batch))
+    def ours(*, compiled: bool) -> Any:
+        model.compile = compiled
+        return model.score(questions).log_probs
+
+    def compile_warmup() -> None:
+        model.compile = True
+        model.score(warmup_questions)
+
+    run("naive", lambda: naive(hf, tok, prompts))
+    run("lm_eval", lambda: lm_eval_scores(hf, tok, prompts, batch_size=lm_eval_batch))
     if k == 0:
-        run("lm_eval_column_major", True, lambda: lm_eval_scores(hf, tok, prompts, batch_size=lm_eval_batch))
-        run("cascadekit_row_major", False, lambda: model.score(questions).log_probs)
-    run("cascadekit", True, lambda: model.score(questions).log_probs)
+        run("cascadekit_eager", lambda: ours(compiled=False))
+    run("cascadekit", lambda: ours(compiled=True), warmup=compile_warmup)
     if k > 0 and "cascadekit_warm_prefixes" not in runs:
         # a serving process keeps the few-shot prefixes across calls (prefix_cache_mb): compute them
         # untimed, then time a call that finds them all kept
         model.prefix_cache_mb = 8192
-        set_layout(hf, column=True)
         model.warm_prefixes(questions)
-        run("cascadekit_warm_prefixes", True, lambda: model.score(questions).log_probs)
+        run("cascadekit_warm_prefixes", lambda: ours(compiled=True), warmup=compile_warmup)
         model.prefix_cache_mb = 0
         model._prefixes.clear()
     return shot_row(runs, row, hf, params, useful, lm_eval_batch)
@@ -249,15 +260,15 @@ def fp32_parity(model: ck.HFChoiceModel, questions: ck.ChoiceItems, exemplars: A
 
 
 def expected_runs(k: int) -> set[str]:
-    """The scorers timed at k shots: the layout ablation at 0-shot, kept prefixes at k > 0."""
-    extra = {"lm_eval_column_major", "cascadekit_row_major"} if k == 0 else {"cascadekit_warm_prefixes"}
+    """The scorers timed at k shots: eager cascadekit too at 0-shot, kept prefixes at k > 0."""
+    extra = {"cascadekit_eager"} if k == 0 else {"cascadekit_warm_prefixes"}
     return {"naive", "lm_eval", "cascadekit"} | extra
 
 
 def bench_model(
     name: str, n: int, shots: list[int], seed: int, parity_n: int, state: dict[str, Any], save: Any
 ) -> dict[str, Any]:
-    questions, exemplars = questions_and_exemplars(n, seed)
+    questions, warmup, exemplars = questions_and_exemplars(n, seed)
     result: dict[str, Any] = state.setdefault(name, {})
     for k in shots:  # a row is recomputed when one of its scorers' runs is missing (new, or --redo)
         if not expected_runs(k) <= set(result.get(f"{k}-shot runs", {})):
@@ -268,24 +279,17 @@ def bench_model(
     if not todo:
         return result
     start = time.perf_counter()
-    model = ck.HFChoiceModel.from_pretrained(MODELS / FILES[name], batch_size=16, weight_layout="row")
+    model = ck.HFChoiceModel.from_pretrained(MODELS / FILES[name], batch_size=16, weight_layout="row", compile=True)
     result["model"] = FILES[name]
     result["dtype"] = str(next(model.model.parameters()).dtype)
     result["load_seconds"] = round(time.perf_counter() - start, 1)
-    counted = {"tokens": 0}
-
-    def count(_module: Any, args: Any, kwargs: Any) -> None:
-        ids = kwargs.get("input_ids") if kwargs.get("input_ids") is not None else args[0]
-        counted["tokens"] += ids.numel()
-
-    hook = model.model.get_decoder().register_forward_pre_hook(count, with_kwargs=True)
     for k in shots:
         if f"{k}-shot" not in result:
             runs = result.setdefault(f"{k}-shot runs", {})
-            result[f"{k}-shot"] = bench_shots(model, questions, exemplars, k, counted, runs, save)
+            result[f"{k}-shot"] = bench_shots(model, questions, warmup, exemplars, k, runs, save)
             save()
-    hook.remove()
     model.model.float()
+    model.compile = True
     for k in shots:
         if f"{k}-shot fp32 parity" not in result:
             subset = questions.take(list(range(min(parity_n, len(questions)))))
@@ -316,12 +320,13 @@ def write_docs(result: dict[str, Any], path: Path) -> None:
             )
     for m in result["models"]:
         r = m.get("0-shot", {})
-        if "lm_eval_column_major_qps" in r:
+        if "cascadekit_eager_qps" in r:
             lines += [
                 "",
-                f"Weight layout, {m['model']} 0-shot: lm-eval {r['lm_eval_qps']:.2f} q/s on row-major weights, "
-                f"{r['lm_eval_column_major_qps']:.2f} on column-major; cascadekit {r['cascadekit_row_major_qps']:.2f} "
-                f"on row-major, {r['cascadekit_qps']:.2f} on column-major (its default for bf16 on CPU).",
+                f"Compilation, {m['model']} 0-shot: eager cascadekit {r['cascadekit_eager_qps']:.2f} q/s "
+                f"({r['cascadekit_eager_vs_lm_eval']:.2f}x lm-eval, {r['cascadekit_eager_fraction_of_peak']:.0%} of "
+                f"peak), compiled {r['cascadekit_qps']:.2f} q/s; the compiling warm-up call (40 other questions) "
+                f"took {r['compile_warmup_seconds']:.0f} s.",
             ]
     for m in result["models"]:
         for key in sorted(k for k in m if k.endswith("-shot") and k != "0-shot"):
@@ -364,8 +369,7 @@ def main() -> None:
         choices=[
             "naive",
             "lm_eval",
-            "lm_eval_column_major",
-            "cascadekit_row_major",
+            "cascadekit_eager",
             "cascadekit",
             "cascadekit_warm_prefixes",
         ],

@@ -307,10 +307,10 @@ class BoundaryTokenizer:
 def test_prefix_cache_is_used_and_changes_nothing(monkeypatch, n_shots) -> None:
     calls = []
     model = HFChoiceModel(MODEL, TOKENIZER, batch_size=3, n_shots=n_shots, exemplars=EXEMPLARS, min_prefix_tokens=1)
-    original = model._prefix_kv
-    monkeypatch.setattr(model, "_prefix_kv", lambda ids: calls.append(len(ids)) or original(ids))
+    original = model._prefix_kvs
+    monkeypatch.setattr(model, "_prefix_kvs", lambda seqs: calls.append(len(seqs)) or original(seqs))
     cached = model.score(ITEMS).log_probs
-    assert len(calls) == len(set(ITEMS.subjects))  # one prefix computation per subject, shared by its batches
+    assert sum(calls) == len(set(ITEMS.subjects))  # one prefix computation per subject, shared by its batches
     plain = HFChoiceModel(MODEL, TOKENIZER, batch_size=3, n_shots=n_shots, exemplars=EXEMPLARS, prefix_cache=False)
     torch.testing.assert_close(cached, plain.score(ITEMS).log_probs, atol=1e-5, rtol=0)
 
@@ -319,8 +319,8 @@ def test_prefix_cache_is_used_and_changes_nothing(monkeypatch, n_shots) -> None:
 def test_prefix_cache_survives_boundary_merges(monkeypatch, mode, reused) -> None:
     model = HFChoiceModel(MODEL, BoundaryTokenizer(TOKENIZER, mode), batch_size=4, min_prefix_tokens=1)
     calls = []
-    original = model._prefix_kv
-    monkeypatch.setattr(model, "_prefix_kv", lambda ids: calls.append(len(ids)) or original(ids))
+    original = model._prefix_kvs
+    monkeypatch.setattr(model, "_prefix_kvs", lambda seqs: calls.append(len(seqs)) or original(seqs))
     out = model.score(ITEMS).log_probs
     prefixes, suffixes = mmlu_prompts(ITEMS)
     reference = naive_log_probs(MODEL, TOKENIZER, [p + s for p, s in zip(prefixes, suffixes, strict=True)], 4)
@@ -417,10 +417,68 @@ def test_batches_mix_subjects_and_short_prefixes_are_not_cached(monkeypatch) -> 
     assert max(caches for _, caches in seen) > 1
     longest = max(len(TOKENIZER(p)["input_ids"]) for p in prefixes)
     short = HFChoiceModel(MODEL, TOKENIZER, n_shots=2, exemplars=EXEMPLARS, min_prefix_tokens=longest + 1)
-    monkeypatch.setattr(short, "_prefix_kv", lambda ids: pytest.fail("a prefix below min_prefix_tokens was cached"))
+    monkeypatch.setattr(short, "_prefix_kvs", lambda seqs: pytest.fail("a prefix below min_prefix_tokens was cached"))
     torch.testing.assert_close(short.score(ITEMS).log_probs, reference, atol=1e-5, rtol=0)
     with pytest.raises(CascadeInputError, match="min_prefix_tokens"):
         HFChoiceModel(MODEL, TOKENIZER, min_prefix_tokens=0).score(ITEMS)
+
+
+def test_prefixes_are_computed_together_and_only_when_shared(monkeypatch) -> None:
+    # all items of two subjects and a single one of the third, whose prefix would serve no other item
+    solo = ITEMS.subjects[0]
+    keep = [i for i, x in enumerate(ITEMS.subjects) if x != solo] + [ITEMS.subjects.index(solo)]
+    items = ITEMS.take(keep)
+    prefixes, suffixes = mmlu_prompts(items, 2, EXEMPLARS)
+    reference = naive_log_probs(MODEL, TOKENIZER, [p + s for p, s in zip(prefixes, suffixes, strict=True)], 4)
+    model = HFChoiceModel(MODEL, TOKENIZER, n_shots=2, exemplars=EXEMPLARS, min_prefix_tokens=1, batch_size=64)
+    passes: list[int] = []
+    original = model._prefix_kvs
+    monkeypatch.setattr(model, "_prefix_kvs", lambda seqs: passes.append(len(seqs)) or original(seqs))
+    torch.testing.assert_close(model.score(items).log_probs, reference, atol=1e-5, rtol=0)
+    assert passes == [2]  # the two shared prefixes in one call, the solo one not at all
+    # a kept prefix is reused even by a single item
+    kept = HFChoiceModel(
+        MODEL, TOKENIZER, n_shots=2, exemplars=EXEMPLARS, min_prefix_tokens=1, batch_size=64, prefix_cache_mb=64
+    )
+    assert kept.warm_prefixes(items) == len(set(items.subjects))
+    monkeypatch.setattr(kept, "_prefix_kvs", lambda seqs: pytest.fail(f"{len(seqs)} kept prefixes recomputed"))
+    torch.testing.assert_close(kept.score(items).log_probs, reference, atol=1e-5, rtol=0)
+    assert kept._prefixes.hits == len(set(items.subjects))
+
+
+def test_tokens_computed_counts_padded_positions() -> None:
+    plain = HFChoiceModel(MODEL, TOKENIZER, batch_size=4, n_shots=2, exemplars=EXEMPLARS, prefix_cache=False)
+    lengths = [len(x) for x in plain.tokenize(ITEMS)]
+    expected = sum(len(b) * max(lengths[i] for i in b) for b in plain._batches(lengths))
+    plain.score(ITEMS)
+    assert plain.tokens_computed == expected
+    plain.score(ITEMS)
+    assert plain.tokens_computed == 2 * expected  # a running total
+    shared = HFChoiceModel(MODEL, TOKENIZER, batch_size=4, n_shots=2, exemplars=EXEMPLARS, min_prefix_tokens=1)
+    shared.score(ITEMS)
+    # each subject's prefix once plus every item's suffix: less than the whole prompts
+    assert 0 < shared.tokens_computed < sum(lengths)
+
+
+def test_compiled_decoder_gives_the_same_scores() -> None:
+    # the plain path (0-shot, no prefix cached) and the prefix path (2-shot): one compiled decoder each
+    for n_shots, min_prefix_tokens in [(0, 10**6), (2, 1)]:
+        kw = {"n_shots": n_shots, "exemplars": EXEMPLARS, "min_prefix_tokens": min_prefix_tokens, "batch_size": 4}
+        eager = HFChoiceModel(MODEL, TOKENIZER, **kw).score(ITEMS).log_probs
+        model = HFChoiceModel(MODEL, TOKENIZER, compile=True, **kw)
+        torch.testing.assert_close(model.score(ITEMS).log_probs, eager, atol=1e-5, rtol=0)
+        compiled = model._compiled
+        assert compiled is not None
+        assert compiled[1] is not compiled[0]  # the passes went through torch.compile's wrapper
+    # hooks (captured layers) need the eager decoder
+    hooked = HFChoiceModel(MODEL, TOKENIZER, compile=True, capture_layers=(1,), batch_size=4)
+    hooked.score(ITEMS)
+    assert hooked._compiled is None
+    torch.testing.assert_close(
+        hooked.hidden_states(ITEMS, 1), HFChoiceModel(MODEL, TOKENIZER).early_hidden_states(ITEMS, [1])[1]
+    )
+    with pytest.raises(CascadeInputError, match="`compile` must be True or False, got 'yes'"):
+        HFChoiceModel(MODEL, TOKENIZER, compile="yes").score(ITEMS)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
