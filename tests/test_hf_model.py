@@ -470,6 +470,11 @@ def test_compiled_decoder_gives_the_same_scores() -> None:
         compiled = model._compiled
         assert compiled is not None
         assert compiled[1] is not compiled[0]  # the passes went through torch.compile's wrapper
+        # a lone item (a batch of one row is run as two, one kept): same scores, two rows of work
+        before = model.tokens_computed
+        one = ITEMS.take([0])
+        torch.testing.assert_close(model.score(one).log_probs, eager[:1], atol=1e-5, rtol=0)
+        assert model.tokens_computed - before == 2 * len(model.tokenize(one)[0])
     # hooks (captured layers) need the eager decoder
     hooked = HFChoiceModel(MODEL, TOKENIZER, compile=True, capture_layers=(1,), batch_size=4)
     hooked.score(ITEMS)

@@ -298,11 +298,15 @@ class HFChoiceModel:
         self, seqs: list[list[int]], option_ids: list[int]
     ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
         """Option logits (b, k) of full prompts, and the captured last-token states per layer."""
+        if self._compiling and len(seqs) == 1:  # see _compiling: two rows, one kept
+            logits, states = self._forward_last(seqs * 2, option_ids)
+            return logits[:1], {layer: h[:1] for layer, h in states.items()}
         device = next(self.model.parameters()).device
         ids, mask, positions = self._pad(seqs, device)
         self._tokens_computed += ids.numel()
         with capturing(self.model.get_decoder().layers, self.capture_layers) as captured:
-            out = self._decode(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False)
+            # use_cache=True as in prefix passes, so a compiled decoder serves both with one graph
+            out = self._decode(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
         hidden = out.last_hidden_state
         if self.padding_side == "right":
             last = mask.sum(1) - 1
@@ -322,7 +326,8 @@ class HFChoiceModel:
         device = next(self.model.parameters()).device
         out: list[LayerKV] = [[] for _ in prefixes]
         for batch in self._batches([len(x) for x in prefixes]):
-            ids, mask, positions = self._pad([prefixes[i] for i in batch], device, side="right")
+            rows = [prefixes[i] for i in batch]
+            ids, mask, positions = self._pad(rows * 2 if self._compiling and len(rows) == 1 else rows, device, "right")
             self._tokens_computed += ids.numel()
             cache = self._decode(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
             layers = cache.past_key_values.layers
@@ -346,6 +351,9 @@ class HFChoiceModel:
         """
         from transformers import DynamicCache  # noqa: PLC0415
 
+        if self._compiling and len(seqs) == 1:  # see _compiling: two rows, one kept
+            logits, states = self._forward_suffix(kvs * 2, seqs * 2, option_ids)
+            return logits[:1], {layer: h[:1] for layer, h in states.items()}
         device = next(self.model.parameters()).device
         b = len(seqs)
         layers, lens = left_padded_caches(kvs)
@@ -386,10 +394,19 @@ class HFChoiceModel:
         shared = shared_prefix_ids(self.tokenizer, prefixes, full)
         return prefixes, full, [len(shared[p]) for p in prefixes], shared
 
+    @property
+    def _compiling(self) -> bool:
+        """Whether scoring passes run the compiled decoder.
+
+        A compiled graph specialises on a batch of one row (a second graph, minutes to compile),
+        so compiled passes never run one row alone: a single row is run twice and one copy kept.
+        """
+        return bool(self.compile) and not self.capture_layers
+
     def _decode(self, **inputs: Any) -> Any:
         """Run the decoder on ``inputs``: with compiled layers when ``compile`` (and nothing is hooked)."""
         decoder = self.model.get_decoder()
-        if not self.compile or self.capture_layers:
+        if not self._compiling:
             return decoder(**inputs)
         # the whole decoder, not layer by layer: the key/value cache object guards on each layer's
         # index, so a compiled layer would recompile for every layer it stands in for
