@@ -69,16 +69,21 @@ def test_from_pretrained_local_folder(tmp_path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("dtype", "layout", "column"),
+    ("dtype", "layout", "timings", "column"),
     [
-        ("float32", "column", True),
-        ("float32", "auto", False),
-        ("float32", "row", False),
-        ("bfloat16", "auto", True),
-        ("bfloat16", "row", False),
+        ("float32", "column", None, True),
+        ("float32", "row", None, False),
+        ("float32", "auto", (1.0, 0.5), True),  # the probe found column-major twice as fast
+        ("bfloat16", "auto", (1.0, 0.98), False),  # within the 5% margin: PyTorch's layout stays
+        ("bfloat16", "auto", (1.0, 0.5), True),
+        ("bfloat16", "row", None, False),
     ],
 )
-def test_from_pretrained_weight_layout(tmp_path, dtype: str, layout: str, column: bool) -> None:
+def test_from_pretrained_weight_layout(monkeypatch, tmp_path, dtype: str, layout: str, timings, column: bool) -> None:
+    import cascadekit.models._loading as loading
+
+    probed = []
+    monkeypatch.setattr(loading, "layout_timings", lambda w: probed.append(w.shape) or timings)
     MODEL.save_pretrained(tmp_path)
     TOKENIZER.save_pretrained(tmp_path)
     loaded = HFChoiceModel.from_pretrained(tmp_path, dtype=dtype, weight_layout=layout)  # type: ignore[arg-type]
@@ -90,6 +95,19 @@ def test_from_pretrained_weight_layout(tmp_path, dtype: str, layout: str, column
     if dtype == "float32":
         expected = HFChoiceModel(MODEL, loaded.tokenizer).score(ITEMS).log_probs
         torch.testing.assert_close(loaded.score(ITEMS).log_probs, expected, atol=1e-5, rtol=0)
+    # only "auto" probes, and it probes the widest linear layer
+    table = MODEL.get_input_embeddings().weight
+    linear = [m.weight for m in MODEL.modules() if isinstance(m, torch.nn.Linear) and m.weight is not table]
+    widest = max(linear, key=lambda w: w.numel())
+    assert probed == ([widest.shape] if layout == "auto" else [])
+
+
+def test_layout_probe_times_both_layouts() -> None:
+    from cascadekit.models._layout import layout_timings
+
+    row, col = layout_timings(torch.randn(64, 32), rows=8, repeats=2)
+    assert row > 0
+    assert col > 0
 
 
 def test_column_major_linears_keeps_values_and_skips_tied_heads() -> None:

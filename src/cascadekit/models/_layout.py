@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any, Literal
 
 import torch
 
-__all__ = ["WeightLayout", "column_major_linears"]
+__all__ = ["WeightLayout", "choose_layout", "column_major_linears", "layout_timings", "widest_linear_weight"]
 
 WeightLayout = Literal["auto", "row", "column"]
 
@@ -60,3 +61,39 @@ def column_major_linears(model: Any) -> int:
             sub.weight = torch.nn.Parameter(weight.detach().t().contiguous().t(), requires_grad=weight.requires_grad)
         changed += 1
     return changed
+
+
+def layout_timings(weight: torch.Tensor, rows: int = 256, repeats: int = 3) -> tuple[float, float]:
+    """Best-of-``repeats`` seconds of ``F.linear(x, weight)`` on ``rows`` random rows: (row-major, column-major)."""
+    x = torch.randn(rows, weight.shape[1], dtype=weight.dtype, device=weight.device)
+    out = []
+    with torch.inference_mode():
+        for w in (weight.contiguous(), weight.t().contiguous().t()):
+            torch.nn.functional.linear(x, w)  # first call: kernel selection, caches
+            best = float("inf")
+            for _ in range(repeats):
+                start = time.perf_counter()
+                torch.nn.functional.linear(x, w)
+                best = min(best, time.perf_counter() - start)
+            out.append(best)
+    return out[0], out[1]
+
+
+def choose_layout(row_seconds: float, column_seconds: float, margin: float = 0.05) -> Literal["row", "column"]:
+    """``"column"`` when column-major weights ran faster by more than ``margin`` (a share), else ``"row"``.
+
+    >>> choose_layout(1.0, 0.9), choose_layout(1.0, 0.97), choose_layout(1.0, 1.2)
+    ('column', 'row', 'row')
+    """
+    return "column" if column_seconds < (1.0 - margin) * row_seconds else "row"
+
+
+def widest_linear_weight(model: torch.nn.Module) -> torch.Tensor | None:
+    """The largest ``nn.Linear`` weight of ``model`` that is not shared with an embedding (the probe's shape)."""
+    embedded = {id(sub.weight) for sub in model.modules() if isinstance(sub, torch.nn.Embedding)}
+    weights = [
+        sub.weight
+        for sub in model.modules()
+        if isinstance(sub, torch.nn.Linear) and id(sub.weight) not in embedded and sub.weight.dim() == 2
+    ]
+    return max(weights, key=lambda w: w.numel(), default=None)

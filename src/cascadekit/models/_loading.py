@@ -9,7 +9,13 @@ import torch
 
 from cascadekit.exceptions import CascadeInputError
 from cascadekit.models._device import resolve_dtype
-from cascadekit.models._layout import WeightLayout, column_major_linears
+from cascadekit.models._layout import (
+    WeightLayout,
+    choose_layout,
+    column_major_linears,
+    layout_timings,
+    widest_linear_weight,
+)
 
 __all__ = ["load_causal_lm"]
 
@@ -57,9 +63,9 @@ def load_causal_lm(
     model: Any = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **model_extra)
     model.to(device)
     model.eval()
-    on_cpu = torch.device(device).type == "cpu"
-    if weight_layout == "column" or (
-        weight_layout == "auto" and on_cpu and torch_dtype in (torch.bfloat16, torch.float16)
-    ):
+    if weight_layout == "auto":
+        probe = widest_linear_weight(model)
+        weight_layout = "row" if probe is None else choose_layout(*layout_timings(probe.detach()))
+    if weight_layout == "column":
         column_major_linears(model)
     return model, tokenizer, gguf_file

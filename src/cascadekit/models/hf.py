@@ -158,9 +158,11 @@ class HFChoiceModel:
         quantised weights into a dense model when ``dtype`` resolves to bf16/fp16 (so the CPU's
         native bf16 matmul is used) and keeps them packed for float32. ``weight_layout="column"``
         stores the linear layers' weights column-major (:func:`column_major_linears`), which
-        oneDNN's bf16 GEMM runs faster for some shapes; ``"auto"`` does so for bf16/fp16 on CPU
-        and keeps PyTorch's row-major layout otherwise (``"row"``). Scores are unchanged up to
-        rounding. Remaining keyword arguments go to :class:`HFChoiceModel`.
+        oneDNN's bf16 GEMM runs faster for some shapes on some CPUs; ``"row"`` keeps PyTorch's
+        layout. ``"auto"`` times the model's widest linear layer both ways on 256 rows (about a
+        tenth of a second for a 1.5B model) and keeps column-major only when it is more than 5%
+        faster on this machine. Scores are unchanged up to rounding. Remaining keyword arguments
+        go to :class:`HFChoiceModel`.
         """
         model, tokenizer, gguf_file = load_causal_lm(
             name_or_path,
