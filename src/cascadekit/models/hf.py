@@ -73,8 +73,7 @@ class HFChoiceModel:
         Shorter shared prefixes are not cached: their items are scored as full prompts in
         batches across subjects. A prefix is also cached only when more than one item of the
         call continues it (or it is kept from an earlier call). Prefix caches are computed in
-        batched passes, so even a 0-shot MMLU subject header (13 to 17 tokens for Qwen2.5) is worth
-        sharing: it saves about 8% of the tokens of 200 random MMLU 0-shot questions.
+        batched passes, so even a 0-shot MMLU subject header is worth sharing.
     prefix_cache_mb : float, default 0
         Keep prefix key/value caches *across calls*, up to this many MB, least recently used out
         first: a serving process whose requests keep coming from the same subjects then computes
@@ -159,10 +158,9 @@ class HFChoiceModel:
         native bf16 matmul is used) and keeps them packed for float32. ``weight_layout="column"``
         stores the linear layers' weights column-major (:func:`column_major_linears`), which
         oneDNN's bf16 GEMM runs faster for some shapes on some CPUs; ``"row"`` keeps PyTorch's
-        layout. ``"auto"`` times the model's widest linear layer both ways on 256 rows (about a
-        tenth of a second for a 1.5B model) and keeps column-major only when it is more than 5%
-        faster on this machine. Scores are unchanged up to rounding. Remaining keyword arguments
-        go to :class:`HFChoiceModel`.
+        layout. ``"auto"`` times the model's widest linear layer both ways on 256 rows and keeps
+        column-major only when it is more than 5% faster on this machine. Scores are unchanged up
+        to rounding. Remaining keyword arguments go to :class:`HFChoiceModel`.
         """
         model, tokenizer, gguf_file = load_causal_lm(
             name_or_path,
