@@ -276,15 +276,20 @@ def test_prefix_store_evicts_least_recently_used() -> None:
         return [(torch.zeros(n, dtype=torch.float32), torch.zeros(n, dtype=torch.float32))]  # 8n bytes
 
     store = PrefixStore(budget_mb=(8 * 1000 * 2) / 2**20)  # room for two prefixes of 1,000 values
-    store.get((1,), lambda: kv(1000))
-    store.get((2,), lambda: kv(1000))
-    store.get((1,), lambda: kv(1000))  # 1 is now the most recently used
-    store.get((3,), lambda: kv(1000))  # evicts 2
+
+    def use(ids: tuple[int, ...], n: int) -> None:  # as scoring does: a kept prefix, else computed and offered
+        if store.lookup(ids) is None:
+            store.put(ids, kv(n))
+
+    use((1,), 1000)
+    use((2,), 1000)
+    use((1,), 1000)  # 1 is now the most recently used
+    use((3,), 1000)  # evicts 2
     assert (1,) in store
     assert (3,) in store
     assert (2,) not in store
     assert (store.hits, store.misses) == (1, 3)
-    store.get((4,), lambda: kv(5000))  # larger than the budget: used, not kept
+    use((4,), 5000)  # larger than the budget: used, not kept
     assert len(store) == 2
     assert (4,) not in store
     store.clear()

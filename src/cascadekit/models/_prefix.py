@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -57,15 +56,6 @@ class PrefixStore:
             self._bytes -= self.nbytes(old)
         self._entries[ids] = kv
         self._bytes += size
-
-    def get(self, ids: tuple[int, ...], compute: Callable[[], LayerKV]) -> LayerKV:
-        """The caches of prefix ``ids``: kept ones (marked as just used), else ``compute()`` (kept if they fit)."""
-        kept = self.lookup(ids)
-        if kept is not None:
-            return kept
-        kv = compute()
-        self.put(ids, kv)
-        return kv
 
     def clear(self) -> None:
         """Drop every kept prefix."""

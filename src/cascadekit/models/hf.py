@@ -482,7 +482,11 @@ class HFChoiceModel:
             raise CascadeInputError(msg)
         _, _, _, prefix_ids = self._split_prefixes(items)
         todo = sorted(
-            {tuple(x) for x in prefix_ids.values() if len(x) >= self.min_prefix_tokens} - set(self._prefixes._entries)
+            {
+                tuple(x)
+                for x in prefix_ids.values()
+                if len(x) >= self.min_prefix_tokens and tuple(x) not in self._prefixes
+            }
         )
         for ids, kv in zip(todo, self._prefix_kvs([list(x) for x in todo]), strict=True):
             self._prefixes.put(ids, kv)
