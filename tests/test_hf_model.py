@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from unittest.mock import Mock
 
 import pytest
 import torch
@@ -362,9 +363,9 @@ def test_token_budget_batches() -> None:
     assert [4] in batches  # longer than the budget: alone
 
 
-def _brute_force_partition_cost(lengths: list[int], most_items: int, most_tokens: int | None) -> float:
+def _brute_force_partition_cost(lengths: list[int], most_items: int, most_tokens: int | None, per_pass: int) -> float:
     """Least cost over every way of cutting the sorted lengths into contiguous batches."""
-    n, per_pass = len(lengths), lengths[len(lengths) // 2]
+    n = len(lengths)
     best = float("inf")
     for mask in range(2 ** (n - 1)):
         cuts = [0] + [i + 1 for i in range(n - 1) if mask >> i & 1] + [n]
@@ -388,7 +389,10 @@ def test_partition_is_optimal_against_brute_force(seed: int) -> None:
     lengths = sorted(torch.randint(1, 60, (n,), generator=g).tolist())
     most_items = int(torch.randint(1, 6, (1,), generator=g))
     most_tokens = None if seed % 2 else int(torch.randint(20, 150, (1,), generator=g))
-    cuts = partition_sorted(lengths, most_items, most_tokens)
+    # the default charge per pass (the median length) in half the cases, a given one otherwise
+    given = None if seed % 4 < 2 else int(torch.randint(0, 80, (1,), generator=g))
+    per_pass = lengths[n // 2] if given is None else given
+    cuts = partition_sorted(lengths, most_items, most_tokens, given)
     assert cuts[0] == 0
     assert cuts[-1] == n
     cost = 0.0
@@ -396,14 +400,16 @@ def test_partition_is_optimal_against_brute_force(seed: int) -> None:
         rows, width = b - a, lengths[b - 1]
         assert 1 <= rows <= most_items
         assert rows == 1 or most_tokens is None or rows * width <= most_tokens
-        cost += rows * width + lengths[n // 2]
-    assert cost == _brute_force_partition_cost(lengths, most_items, most_tokens)
+        cost += rows * width + per_pass
+    assert cost == _brute_force_partition_cost(lengths, most_items, most_tokens, per_pass)
 
 
 def test_batches_cut_where_lengths_jump() -> None:
     model = HFChoiceModel(MODEL, TOKENIZER, batch_size=4)
     lengths = [10, 10, 11, 90, 10]  # fixed runs of 4 would pad three short rows to 90
     assert list(model._batches(lengths)) == [[0, 1, 4, 2], [3]]
+    # a small charge per pass (long prefixes): rows of unequal length are not padded to each other
+    assert list(model._batches([100, 160, 100, 230], per_pass=10)) == [[0, 2], [1], [3]]
 
 
 def test_auto_batch_size_matches_naive() -> None:
@@ -493,11 +499,17 @@ def test_compiled_decoder_gives_the_same_scores() -> None:
         compiled = model._compiled
         assert compiled is not None
         assert compiled[1] is not compiled[0]  # the passes went through torch.compile's wrapper
-        # a lone item (a batch of one row is run as two, one kept): same scores, two rows of work
+        # a lone item runs eagerly (a compiled graph would specialise on one row): same scores,
+        # one row of work, and the compiled decoder is not called
+        spy = Mock(wraps=compiled[1])
+        model._compiled = (compiled[0], spy)
         before = model.tokens_computed
         one = ITEMS.take([0])
         torch.testing.assert_close(model.score(one).log_probs, eager[:1], atol=1e-5, rtol=0)
-        assert model.tokens_computed - before == 2 * len(model.tokenize(one)[0])
+        assert model.tokens_computed - before == len(model.tokenize(one)[0])
+        spy.assert_not_called()
+        model.score(ITEMS.take([0, 1]))
+        assert spy.called  # two rows: compiled
     # hooks (captured layers) need the eager decoder
     hooked = HFChoiceModel(MODEL, TOKENIZER, compile=True, capture_layers=(1,), batch_size=4)
     hooked.score(ITEMS)

@@ -5,17 +5,21 @@ from __future__ import annotations
 __all__ = ["partition_sorted"]
 
 
-def partition_sorted(lengths: list[int], most_items: int, most_tokens: int | None) -> list[int]:
+def partition_sorted(
+    lengths: list[int], most_items: int, most_tokens: int | None, per_pass: int | None = None
+) -> list[int]:
     """Cut points ``[0, ..., n]`` of ascending ``lengths`` into batches of least padded cost.
 
-    Cost of a batch = rows * its longest length + one median length (the price of a forward
-    pass); a batch holds at most ``most_items`` rows and, unless it is a single row, at most
-    ``most_tokens`` padded tokens. Exact dynamic programming, O(n * most_items).
+    Cost of a batch = rows * its longest length + ``per_pass`` tokens (the price of a forward
+    pass; by default the median length); a batch holds at most ``most_items`` rows and, unless
+    it is a single row, at most ``most_tokens`` padded tokens. Exact dynamic programming,
+    O(n * most_items).
     """
     n = len(lengths)
     if n == 0:
         return [0]
-    per_pass = lengths[n // 2]
+    if per_pass is None:
+        per_pass = lengths[n // 2]
     best = [0] + [float("inf")] * n
     start_of = [0] * (n + 1)
     for stop in range(1, n + 1):

@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 
 __all__ = ["HFChoiceModel", "column_major_linears", "cpu_supports_bf16", "resolve_dtype"]
 
+# what a forward pass costs beyond its tokens, in tokens, when batching long prefixes: reading the
+# weights once more and the per-pass overhead, about 64 tokens' worth on a 1.5B model on 2 cores
+_PREFIX_PASS_TOKENS = 64
+
 PaddingSide = Literal["left", "right"]
 
 
@@ -258,7 +262,7 @@ class HFChoiceModel:
             )
             raise CascadeInputError(msg)
 
-    def _batches(self, lengths: list[int]) -> Iterator[list[int]]:
+    def _batches(self, lengths: list[int], per_pass: int | None = None) -> Iterator[list[int]]:
         """Positions grouped into batches in increasing length, within the item and token limits.
 
         Batches are contiguous runs of the length-sorted positions. Their boundaries minimise
@@ -266,10 +270,11 @@ class HFChoiceModel:
         programming over the sorted lengths), so a batch is cut where lengths jump instead of
         after every ``batch_size`` items: on MMLU prompts this pads about a third as much as
         fixed-size runs. A prompt longer than the token limit still gets a batch of its own.
+        ``per_pass`` replaces the median-length charge (see :func:`partition_sorted`).
         """
         most_items, most_tokens = self._limits()
         order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
-        cuts = partition_sorted([lengths[i] for i in order], most_items, most_tokens)
+        cuts = partition_sorted([lengths[i] for i in order], most_items, most_tokens, per_pass)
         for start, stop in itertools.pairwise(cuts):
             yield order[start:stop]
 
@@ -298,9 +303,6 @@ class HFChoiceModel:
         self, seqs: list[list[int]], option_ids: list[int]
     ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
         """Option logits (b, k) of full prompts, and the captured last-token states per layer."""
-        if self._compiling and len(seqs) == 1:  # see _compiling: two rows, one kept
-            logits, states = self._forward_last(seqs * 2, option_ids)
-            return logits[:1], {layer: h[:1] for layer, h in states.items()}
         device = next(self.model.parameters()).device
         ids, mask, positions = self._pad(seqs, device)
         self._tokens_computed += ids.numel()
@@ -321,13 +323,15 @@ class HFChoiceModel:
 
         Prefixes are right-padded into length-sorted batches: under a causal mask a prefix's own
         positions never see the padding after it, so each row's first ``len`` keys and values are
-        those of the prefix alone. Many short prefixes then cost a few forward passes, not one each.
+        those of the prefix alone. Many short prefixes cost a few forward passes, not one each.
+        A pass is charged a fixed ``_PREFIX_PASS_TOKENS``, not the median length: with few-shot
+        prefixes of several hundred tokens the median made padding look cheap, and prefixes of
+        unequal lengths were padded to each other instead of getting passes of their own.
         """
         device = next(self.model.parameters()).device
         out: list[LayerKV] = [[] for _ in prefixes]
-        for batch in self._batches([len(x) for x in prefixes]):
-            rows = [prefixes[i] for i in batch]
-            ids, mask, positions = self._pad(rows * 2 if self._compiling and len(rows) == 1 else rows, device, "right")
+        for batch in self._batches([len(x) for x in prefixes], per_pass=_PREFIX_PASS_TOKENS):
+            ids, mask, positions = self._pad([prefixes[i] for i in batch], device, "right")
             self._tokens_computed += ids.numel()
             cache = self._decode(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
             layers = cache.past_key_values.layers
@@ -351,9 +355,6 @@ class HFChoiceModel:
         """
         from transformers import DynamicCache  # noqa: PLC0415
 
-        if self._compiling and len(seqs) == 1:  # see _compiling: two rows, one kept
-            logits, states = self._forward_suffix(kvs * 2, seqs * 2, option_ids)
-            return logits[:1], {layer: h[:1] for layer, h in states.items()}
         device = next(self.model.parameters()).device
         b = len(seqs)
         layers, lens = left_padded_caches(kvs)
@@ -396,17 +397,17 @@ class HFChoiceModel:
 
     @property
     def _compiling(self) -> bool:
-        """Whether scoring passes run the compiled decoder.
-
-        A compiled graph specialises on a batch of one row (a second graph, minutes to compile),
-        so compiled passes never run one row alone: a single row is run twice and one copy kept.
-        """
+        """Whether scoring passes run the compiled decoder (``compile``, and no layer is hooked)."""
         return bool(self.compile) and not self.capture_layers
 
     def _decode(self, **inputs: Any) -> Any:
-        """Run the decoder on ``inputs``: with compiled layers when ``compile`` (and nothing is hooked)."""
+        """Run the decoder on ``inputs``: compiled when :attr:`_compiling`, except for a lone row.
+
+        A compiled graph specialises on a batch of one row (another graph, minutes to compile), so
+        a one-row pass runs eagerly; at a few hundred tokens it keeps the matrix units as busy.
+        """
         decoder = self.model.get_decoder()
-        if not self._compiling:
+        if not self._compiling or inputs["input_ids"].shape[0] == 1:
             return decoder(**inputs)
         # the whole decoder, not layer by layer: the key/value cache object guards on each layer's
         # index, so a compiled layer would recompile for every layer it stands in for
