@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import torch
 
 
 def replace_between_markers(path: Path, name: str, text: str) -> None:
@@ -31,3 +34,19 @@ def emit(
     if docs is not None and write_docs is not None:
         write_docs(result, docs)
     print(text)
+
+
+def matmul_peak(dtype: torch.dtype = torch.bfloat16, size: int = 2048, seconds: float = 2.0) -> float:
+    """Sustained GFLOP/s of back-to-back square matmuls in ``dtype`` (total work / total time).
+
+    Sustained rather than best single call: single calls on this host occasionally report 3x the
+    sustained rate, which no model could keep up.
+    """
+    a = torch.randn(size, size, dtype=dtype)
+    b = torch.randn(size, size, dtype=dtype)
+    torch.matmul(a, b)
+    calls, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        torch.matmul(a, b)
+        calls += 1
+    return 2 * size**3 * calls / (time.perf_counter() - start) / 1e9

@@ -50,28 +50,12 @@ from lm_eval.api.instance import Instance
 from lm_eval.models.huggingface import HFLM
 
 import cascadekit as ck
-from _common import emit, replace_between_markers
+from _common import emit, matmul_peak, replace_between_markers
 from cascadekit.datasets import mmlu_exemplars
 from cascadekit.prompts import mmlu_prompts
 
 MODELS = Path(os.environ.get("CASCADEKIT_MODELS", Path.home() / ".cache/cascadekit-models"))
 FILES = {"qwen": "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf", "smol": "smollm2-135m-instruct-q4_1.gguf"}
-
-
-def matmul_peak(dtype: torch.dtype = torch.bfloat16, size: int = 2048, seconds: float = 2.0) -> float:
-    """Sustained GFLOP/s of back-to-back square matmuls in ``dtype`` (total work / total time).
-
-    Sustained rather than best single call: single calls on this host occasionally report 3x the
-    sustained rate, which no model could keep up.
-    """
-    a = torch.randn(size, size, dtype=dtype)
-    b = torch.randn(size, size, dtype=dtype)
-    torch.matmul(a, b)
-    calls, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        torch.matmul(a, b)
-        calls += 1
-    return 2 * size**3 * calls / (time.perf_counter() - start) / 1e9
 
 
 @torch.inference_mode()
@@ -300,6 +284,24 @@ def bench_model(
     return result
 
 
+def with_token_rates(model_result: dict[str, Any]) -> dict[str, Any]:
+    """Add token rates to each shot row: the compiled cascadekit's, and the rate 5x lm-eval needs.
+
+    ``tokens_per_second_for_5x_lm_eval`` is the rate at which the tokens this call computed would
+    have to run for ``5 x lm_eval_qps``; comparing it with the rate of the 0-shot pass (short
+    rows, little attention) says whether more speed can come from running faster or only from
+    computing fewer tokens.
+    """
+    out = dict(model_result)
+    for key in [k for k in model_result if k.endswith("-shot")]:
+        r = dict(model_result[key])
+        per_question = r["tokens_computed"] / r["questions"]
+        r["cascadekit_tokens_per_second"] = round(per_question * r["cascadekit_qps"], 1)
+        r["tokens_per_second_for_5x_lm_eval"] = round(per_question * 5 * r["lm_eval_qps"], 1)
+        out[key] = r
+    return out
+
+
 def write_docs(result: dict[str, Any], path: Path) -> None:
     """Rewrite the results table between the markers of ``path``."""
     lines = [
@@ -339,6 +341,14 @@ def write_docs(result: dict[str, Any], path: Path) -> None:
                     f"{r['cascadekit_warm_prefixes_tokens']} tokens instead of {r['tokens_computed']} (cold) and "
                     f"{r['prompt_tokens']} (whole prompts); agreement with naive in bf16 "
                     f"{r['bf16_parity_warm_prefixes_with_naive']['agreement']:.1%}.",
+                ]
+            if "0-shot" in m:
+                lines += [
+                    "",
+                    f"Token rates, {m['model']} {key}: 5x lm-eval on a cold call would need its "
+                    f"{r['tokens_computed']} tokens at {r['tokens_per_second_for_5x_lm_eval']:.0f} tokens/s; the cold "
+                    f"call ran {r['cascadekit_tokens_per_second']:.0f} tokens/s and the 0-shot call (short rows, "
+                    f"little attention) {m['0-shot']['cascadekit_tokens_per_second']:.0f} tokens/s.",
                 ]
     parity_n = min(m[k]["questions"] for m in result["models"] for k in m if k.endswith("fp32 parity"))
     lines += [
@@ -397,11 +407,13 @@ def main() -> None:
     models = [
         {
             "name": m,
-            **{
-                key: value
-                for key, value in bench_model(m, args.n, args.shots, args.seed, args.parity_n, state, save).items()
-                if not key.endswith(" runs")  # per-scorer log-probs stay in the state file
-            },
+            **with_token_rates(
+                {
+                    key: value
+                    for key, value in bench_model(m, args.n, args.shots, args.seed, args.parity_n, state, save).items()
+                    if not key.endswith(" runs")  # per-scorer log-probs stay in the state file
+                }
+            ),
         }
         for m in args.models
     ]

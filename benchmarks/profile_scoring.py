@@ -75,7 +75,7 @@ def main() -> None:
     p.add_argument("--json-out", type=Path, default=None)
     p.add_argument("--docs", type=Path, default=None)
     args = p.parse_args()
-    questions, exemplars = questions_and_exemplars(args.n, seed=0)
+    questions, _, exemplars = questions_and_exemplars(args.n, seed=0)
     model = ck.HFChoiceModel.from_pretrained(MODELS / FILES[args.model], batch_size=16, exemplars=exemplars)
     result: dict[str, Any] = {
         "model": FILES[args.model],

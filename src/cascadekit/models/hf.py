@@ -26,8 +26,8 @@ if TYPE_CHECKING:
 
 __all__ = ["HFChoiceModel", "column_major_linears", "cpu_supports_bf16", "resolve_dtype"]
 
-# what a forward pass costs beyond its tokens, in tokens, when batching long prefixes: reading the
-# weights once more and the per-pass overhead, about 64 tokens' worth on a 1.5B model on 2 cores
+# the charge per forward pass, in tokens, when batching prefixes (see _prefix_kvs): one more pass
+# reads the weights once more, a small price next to a few-shot prefix of several hundred tokens
 _PREFIX_PASS_TOKENS = 64
 
 PaddingSide = Literal["left", "right"]
