@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-__all__ = ["partition_sorted"]
+__all__ = ["PREFIX_PASS_TOKENS", "partition_sorted"]
+
+# the charge per forward pass, in tokens, when batching prefixes (HFChoiceModel._prefix_kvs): one
+# more pass reads the weights once more, a small price next to a prefix of several hundred tokens
+PREFIX_PASS_TOKENS = 64
 
 
 def partition_sorted(

@@ -12,7 +12,7 @@ import torch
 
 from cascadekit.exceptions import CascadeInputError
 from cascadekit.items import ChoiceItems
-from cascadekit.models._batching import partition_sorted
+from cascadekit.models._batching import PREFIX_PASS_TOKENS, partition_sorted
 from cascadekit.models._device import cpu_supports_bf16, resolve_dtype
 from cascadekit.models._hidden import at_last, capturing, option_logits
 from cascadekit.models._layout import WeightLayout, column_major_linears
@@ -25,10 +25,6 @@ if TYPE_CHECKING:
     pass
 
 __all__ = ["HFChoiceModel", "column_major_linears", "cpu_supports_bf16", "resolve_dtype"]
-
-# the charge per forward pass, in tokens, when batching prefixes (see _prefix_kvs): one more pass
-# reads the weights once more, a small price next to a few-shot prefix of several hundred tokens
-_PREFIX_PASS_TOKENS = 64
 
 PaddingSide = Literal["left", "right"]
 
@@ -95,8 +91,10 @@ class HFChoiceModel:
         PyTorch runs as separate passes over the activations. The first calls compile, once per
         kind of pass (whole prompts, prefixes, suffixes after cached prefixes): minutes for a 1.5B
         model on 2 cores, less when Inductor's on-disk cache has seen the model before; later batch
-        sizes and lengths reuse the graphs. Scores equal the eager ones up to rounding. Passes that keep hidden
-        states (``capture_layers``) and :meth:`early_hidden_states` use forward hooks and run eagerly.
+        sizes and lengths reuse the graphs; a pass of a single row runs eagerly, since a compiled
+        graph would specialise on it. Scores equal the eager ones up to rounding. Passes that keep
+        hidden states (``capture_layers``) and :meth:`early_hidden_states` use forward hooks and
+        run eagerly.
 
     Examples
     --------
@@ -324,13 +322,13 @@ class HFChoiceModel:
         Prefixes are right-padded into length-sorted batches: under a causal mask a prefix's own
         positions never see the padding after it, so each row's first ``len`` keys and values are
         those of the prefix alone. Many short prefixes cost a few forward passes, not one each.
-        A pass is charged a fixed ``_PREFIX_PASS_TOKENS``, not the median length: with few-shot
+        A pass is charged a fixed ``PREFIX_PASS_TOKENS``, not the median length: with few-shot
         prefixes of several hundred tokens the median made padding look cheap, and prefixes of
         unequal lengths were padded to each other instead of getting passes of their own.
         """
         device = next(self.model.parameters()).device
         out: list[LayerKV] = [[] for _ in prefixes]
-        for batch in self._batches([len(x) for x in prefixes], per_pass=_PREFIX_PASS_TOKENS):
+        for batch in self._batches([len(x) for x in prefixes], per_pass=PREFIX_PASS_TOKENS):
             ids, mask, positions = self._pad([prefixes[i] for i in batch], device, "right")
             self._tokens_computed += ids.numel()
             cache = self._decode(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
