@@ -402,7 +402,7 @@ class HFChoiceModel:
         """Run the decoder on ``inputs``: compiled when :attr:`_compiling`, except for a lone row.
 
         A compiled graph specialises on a batch of one row (another graph, minutes to compile), so
-        a one-row pass runs eagerly; at a few hundred tokens it keeps the matrix units as busy.
+        a one-row pass runs eagerly instead.
         """
         decoder = self.model.get_decoder()
         if not self._compiling or inputs["input_ids"].shape[0] == 1:
