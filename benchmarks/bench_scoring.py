@@ -22,17 +22,17 @@ compilation's share of the speed-up from the rest. A matmul peak is measured bef
 Speed is measured in the model's default dtype (bf16 on this CPU). This machine's matmul throughput
 drifts by up to 3x over minutes (shared host), so the bf16 matmul peak (a sustained 2048^3 matmul,
 2 s) is measured right before and right after the cascadekit run and its mean is the reference for
-that run. Achieved GFLOP/s counts 2 x non-embedding parameters x tokens computed (padding included)
-plus the 4-row head. Parity (argmax agreement, largest
-log-prob difference) is reported in bf16 and, after converting the same weights to float32, in
-float32 (on the first ``--parity-n`` questions: a naive float32 5-shot pass of the 1.5B model
-takes about half an hour on 200), where rounding no longer flips near-ties.
+that run. Achieved GFLOP/s counts 2 x non-embedding parameters x the tokens
+``HFChoiceModel.tokens_computed`` reports (padding included, each prefix once) plus the 4-row
+head; each row also gives cascadekit's tokens/s and the rate its tokens would need for 5x lm-eval.
+Parity (argmax agreement, largest log-prob difference) is reported in bf16 and, after converting
+the same weights to float32, in float32 (on the first ``--parity-n`` questions: a naive float32
+5-shot pass of the 1.5B model takes about half an hour on 200), where rounding no longer flips
+near-ties.
 
 Each scorer's run (speed, peaks, log-probs) is saved to ``--state`` as soon as it finishes; a
 rerun skips what is saved, so an interrupted run resumes. ``--redo cascadekit`` re-times one
-scorer (after a code change) against the saved references; ``--fresh`` starts over. Achieved
-GFLOP/s counts the tokens ``HFChoiceModel.tokens_computed`` reports (padding included, each
-prefix once).
+scorer (after a code change) against the saved references; ``--fresh`` starts over.
 """
 
 from __future__ import annotations
