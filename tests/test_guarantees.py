@@ -11,7 +11,6 @@ Synthetic data: s ~ U(0, 1), P(correct | s) = s, so every risk has a closed form
 from __future__ import annotations
 
 import math
-import warnings
 
 import pytest
 import torch
@@ -117,14 +116,15 @@ def test_holm_matches_naive(p, level) -> None:
 def test_cost_risk_validity(fwer) -> None:
     # LTT's guarantee: with probability >= 1 - delta no certified threshold has risk above the bound.
     # (When nothing is certified and skipping costs more than the bound, no guarantee is possible;
-    # the calibrator warns, see test_budget_warns_when_nothing_fits.)
+    # the calibrator refuses with NotCertifiedError, see test_budget_refuses_when_nothing_fits.)
     bound, delta, draws = 2.9, 0.1, 200
     violations, used = 0, 0
     for seed in range(draws):
         cal = ck.LearnThenTestCalibrator(bound, delta, risk="cost_per_item", cost=COST, stage="pre", fwer=fwer)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        try:
             cal.fit(*synthetic(4000, seed))
+        except ck.NotCertifiedError:
+            continue  # refused to act: nothing to violate, nothing used
         certified = cal.grid_[cal.valid_].tolist()
         violations += any(pre_cost(t) > bound + 1e-12 for t in certified)
         used += cal.threshold_ < float("inf")
@@ -137,9 +137,10 @@ def test_budget_validity_and_choice() -> None:
     violations = 0
     for seed in range(draws):
         s, y = synthetic(4000, seed)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        try:
             cal = ck.BudgetCalibrator(budget, COST, delta=delta).fit(s, y)
+        except ck.NotCertifiedError:
+            continue  # refused to act (skipping all costs 3 > budget): not a violation
         t = cal.threshold_
         violations += any(pre_cost(g) > budget + 1e-12 for g in cal.grid_[cal.valid_].tolist())
         if t < float("inf"):
@@ -149,9 +150,12 @@ def test_budget_validity_and_choice() -> None:
     assert violations / draws <= delta + 3 * math.sqrt(delta * (1 - delta) / draws)
 
 
-def test_budget_warns_when_nothing_fits() -> None:
-    with pytest.warns(UserWarning, match="breaks the bound"):
+def test_budget_refuses_when_nothing_fits() -> None:
+    # skipping everything costs 3 > 1, and nothing is certified: no policy keeps the bound
+    with pytest.raises(ck.NotCertifiedError, match=r"no threshold is certified within 1.0 per item"):
         ck.BudgetCalibrator(1.0, COST).fit(*synthetic(500, 0))
+    with pytest.warns(UserWarning, match="breaks the bound"):
+        ck.BudgetCalibrator(1.0, COST, if_uncertified="warn").fit(*synthetic(500, 0))
 
 
 def test_ltt_settings_errors() -> None:
@@ -176,7 +180,12 @@ def test_mondrian_per_group_and_fallback() -> None:
     cal = ck.MondrianCalibrator(ck.ConformalCalibrator(alpha=0.2, delta=0.1), min_group_size=100).fit(s, y, groups)
     assert set(cal.group_calibrators_) == {"easy", "hard"}
     assert cal.group_calibrators_["hard"].threshold_ > cal.group_calibrators_["easy"].threshold_
-    out = cal.decide(torch.full((3,), 0.8, dtype=torch.float64), ["easy", "hard", "unseen"])
+    assert cal.pooled_groups_ == ("rare",)
+    with pytest.raises(ck.CascadeInputError, match="not seen in calibration: 'unseen'"):
+        cal.decide(torch.full((3,), 0.8, dtype=torch.float64), ["easy", "hard", "unseen"])
+    cal.unknown = "pooled"
+    with pytest.warns(UserWarning, match="per-group guarantee does not apply"):
+        out = cal.decide(torch.full((3,), 0.8, dtype=torch.float64), ["easy", "hard", "unseen"])
     assert out.tolist() == [True, False, bool(cal.pooled_.decide(torch.tensor([0.8], dtype=torch.float64))[0])]
     with pytest.raises(ck.CascadeInputError, match="sequence of 3 labels"):
         cal.decide(torch.full((3,), 0.8), ["a"])

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
 import pytest
 import torch
 
 import cascadekit as ck
+from cascadekit.calibrators import sequential
 from cascadekit.datasets import MMLU_CATEGORIES, load_shipped_items, mmlu_category
 from cascadekit.validity import (
     Population,
@@ -29,29 +31,49 @@ from cascadekit.validity import (
 COST = ck.LinearCost(1, 3, 6)
 
 
+#: The populations every guaranteed policy is checked on (pools of 20,000 in the tests, 100,000 in the
+#: benchmark): friendly ones and hostile ones -- heavy ties, scores saturated near 1, a tiny group,
+#: and scores that say nothing (every policy must then refuse).
+POPULATIONS = {
+    "recorded": Population.recorded,
+    "synthetic": lambda: Population.synthetic(n=20_000, powers=(("easy", 1.0), ("hard", 2.0))),
+    "discrete-5": lambda: Population.discrete(5, n=20_000),
+    "discrete-20": lambda: Population.discrete(20, n=20_000),
+    "discrete-57": lambda: Population.discrete(57, n=20_000, rare_share=0.05),
+    "ties-0-1": lambda: Population.tied_extremes(n=20_000),
+    "saturated": lambda: Population.saturated(n=20_000),
+    "hopeless": lambda: Population.hopeless(n=20_000),
+}
+#: Scenarios per population: 8 policies, plus one Mondrian scenario per group.
+N_SCENARIOS = dict.fromkeys(POPULATIONS, 8) | {"recorded": 12, "synthetic": 10, "discrete-57": 10}
+#: alpha per population: on saturated confidences the interesting bound is strict.
+ALPHA = {"saturated": 0.1}
+
+
 @functools.cache
+def population(which: str) -> Population:
+    return POPULATIONS[which]()
+
+
 def recorded() -> Population:
-    return Population.recorded()
+    return population("recorded")
 
 
-@functools.cache
 def synthetic() -> Population:
-    return Population.synthetic(n=20_000, powers=(("easy", 1.0), ("hard", 2.0)))
+    return population("synthetic")
 
 
 def scenario_ids() -> list[tuple[str, int]]:
     """(population, index) pairs, so the parametrisation does not build populations at collection."""
-    return [("recorded", i) for i in range(11)] + [("synthetic", i) for i in range(9)]
+    return [(which, i) for which, count in N_SCENARIOS.items() for i in range(count)]
 
 
 def scenario(which: str, i: int) -> Scenario:
-    pop = recorded() if which == "recorded" else synthetic()
-    return builtin_scenarios(pop, n=1000)[i]
+    return builtin_scenarios(population(which), n=1000, alpha=ALPHA.get(which, 0.2))[i]
 
 
 def test_builtin_scenarios_cover_every_guaranteed_policy() -> None:
     names = [s.policy.split("(")[0] for s in builtin_scenarios(recorded())]
-    assert len(names) == 11  # 7 policies + Mondrian once per MMLU category
     assert set(names) == {
         "ConformalCalibrator",
         "LearnThenTestCalibrator",
@@ -59,25 +81,77 @@ def test_builtin_scenarios_cover_every_guaranteed_policy() -> None:
         "RiskControlCalibrator",
         "SequentialProfiler",
         "TwoStageCalibrator",
+        "Cascade",
         "MondrianCalibrator",
     }
-    assert len(builtin_scenarios(synthetic())) == 9  # two synthetic groups
+    for which, count in N_SCENARIOS.items():
+        assert len(builtin_scenarios(population(which))) == count, which
+
+
+def check_report(which: str, sc: Scenario, report) -> None:
+    assert report.holds, report
+    if "group 'rare'" in sc.policy:
+        # about 200 of the 4,000 items: below min_group_size, so the group is rejected, never pooled
+        assert report.refusal_rate == 1.0, report
+        assert report.mean_accepted == 0.0, report
+    elif sc.best_accepted is not None and sc.best_accepted > 0.01 and sc.delta is not None:
+        # non-vacuous where the population allows it: no policy meets its bound by accepting nothing
+        assert report.mean_accepted > 0.01, report
+    if which == "hopeless" and sc.risk_name.startswith("P(wrong"):
+        # nothing can be certified: every error-rate policy must refuse on (almost) every draw
+        assert report.mean_accepted < 0.01, report
 
 
 @pytest.mark.parametrize(("which", "i"), scenario_ids())
 def test_guarantee_holds_quick(which, i) -> None:
     sc = scenario(which, i)
-    report = run_validity(sc, draws=100)
-    assert report.holds, report
-    # the bound binds: no policy meets it by accepting nothing on every draw
-    assert report.mean_accepted > 0.01, report
+    check_report(which, sc, run_validity(sc, draws=100))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("which", "i"), scenario_ids())
 def test_guarantee_holds_long(which, i) -> None:
-    report = run_validity(scenario(which, i), draws=1000, first_seed=10_000)
+    sc = scenario(which, i)
+    check_report(which, sc, run_validity(sc, draws=1000, first_seed=10_000))
+
+
+@pytest.mark.parametrize("policy", ["ConformalCalibrator", "LearnThenTestCalibrator(alpha=0.1"])
+def test_saturated_confidences_are_not_vacuous(policy) -> None:
+    # scores bunched in [0.99, 1): an even 1,001-point grid certified nothing here; the default grid
+    # and the fallback starts near 1 must reach at least half of what the best threshold accepts
+    sc = next(s for s in builtin_scenarios(population("saturated"), alpha=0.1) if s.policy.startswith(policy))
+    report = run_validity(sc, draws=100)
     assert report.holds, report
+    assert sc.best_accepted is not None
+    assert report.mean_accepted >= 0.5 * sc.best_accepted, report
+    old = sc.make(0)
+    old.grid = torch.linspace(0, 1, 1001, dtype=torch.float64)
+    sample = sc.population.draw(1000, 0)
+    assert not old.fit(sample.scores, sample.correct).certified_  # what the old default did
+
+
+def _hash_order(scores: torch.Tensor, seed: int) -> torch.Tensor:
+    """The profiler's walk before the fix: a seeded hash of each score *value* (tied scores walked together)."""
+    bits = scores.detach().double().cpu().numpy().view(np.uint64)
+    with np.errstate(over="ignore"):
+        z = bits ^ np.uint64((seed * 0x9E3779B97F4A7C15) % 2**64)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return torch.from_numpy(np.argsort(z, kind="stable").astype(np.int64))
+
+
+@pytest.mark.parametrize("levels", [5, 20])
+def test_profiler_negative_control_fails_the_old_walk(levels, monkeypatch) -> None:
+    # The harness must be able to fail: with the old walk (labelled prefix = whole score levels,
+    # not a random sample) the profiler broke its bound on 28-32% of 100 draws (allowed 19%).
+    sc = next(s for s in builtin_scenarios(population(f"discrete-{levels}")) if s.policy.startswith("Sequential"))
+    fixed = run_validity(sc, draws=100)
+    assert fixed.holds, fixed
+    monkeypatch.setattr(sequential, "walk_order", _hash_order)
+    broken = run_validity(sc, draws=100)
+    assert not broken.holds, broken
+    assert broken.violation_rate > 2 * sc.delta
 
 
 def test_the_check_catches_a_policy_without_a_guarantee() -> None:

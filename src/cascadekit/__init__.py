@@ -21,7 +21,7 @@ from cascadekit.calibrators import (
 )
 from cascadekit.cascade import DECISIONS, Cascade, CascadeResult
 from cascadekit.cost import CostBreakdown, LinearCost, bayes_decision
-from cascadekit.exceptions import CascadeInputError, NotFittedError
+from cascadekit.exceptions import CascadeInputError, NotCertifiedError, NotFittedError
 from cascadekit.gates import (
     EarlyExitGate,
     EmbeddingGate,
@@ -72,6 +72,7 @@ __all__ = [
     "Model",
     "ModelOutput",
     "MondrianCalibrator",
+    "NotCertifiedError",
     "NotFittedError",
     "OptionDistributionGate",
     "ProbeGate",

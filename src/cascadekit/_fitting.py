@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from cascadekit._validation import check_bool, check_scores
@@ -15,6 +17,30 @@ def check_fitted(obj: object, attr: str, fit_call: str = "fit(scores, correct)",
         name = type(obj).__name__
         msg = f"This {name} instance is not fitted yet. Call `{name}.{fit_call}` on calibration data before `{use}`."
         raise NotFittedError(msg)
+
+
+#: The ``threshold_`` of a fitted policy that accepts nothing: nothing was certified, or accepting
+#: nothing was cheapest. :func:`decide_threshold` returns all False for it, ``+inf`` scores included.
+ACCEPT_NOTHING = math.inf
+
+
+def decide_threshold(scores: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Go ahead iff ``scores >= threshold``, compared exactly (in float64); nothing at all for ``ACCEPT_NOTHING``.
+
+    ``threshold = +inf`` is the explicit "accept nothing" state, not a number to compare with: an
+    input score of ``+inf`` is not accepted by it. ``threshold = -inf`` accepts every score.
+    Returns a bool tensor of the scores' shape on their device.
+
+    Examples
+    --------
+    >>> decide_threshold(torch.tensor([0.2, 0.9, float("inf")]), 0.5)
+    tensor([False,  True,  True])
+    >>> decide_threshold(torch.tensor([0.2, 0.9, float("inf")]), ACCEPT_NOTHING)
+    tensor([False, False, False])
+    """
+    if threshold == ACCEPT_NOTHING:
+        return torch.zeros(scores.shape, dtype=torch.bool, device=scores.device)
+    return scores.to(torch.float64) >= threshold
 
 
 def check_stage(owner: str, stage: object) -> Stage:

@@ -74,7 +74,12 @@ class TemperatureScaler:
 
 
 class PlattScaler:
-    """``p = sigmoid(a * score + b)``, fitted by log-loss (Platt, 1999); any real-valued score."""
+    """``p = sigmoid(a * score + b)``, fitted by log-loss (Platt, 1999); any real-valued score.
+
+    Scores outside the calibration range are clipped to it (as the isotonic scaler does): the fit
+    says nothing beyond the data, and extrapolating a slope fitted on a model that was never right
+    would call an infinite score certain.
+    """
 
     def fit(self, scores: torch.Tensor, correct: torch.Tensor) -> PlattScaler:
         """Fit ``a`` and ``b`` on calibration scores (n,) and correctness (n,)."""
@@ -84,13 +89,15 @@ class PlattScaler:
         a, b = _fit_affine_logistic((x - center) / scale, correct.cpu(), with_bias=True)
         self.coef_ = a / scale
         self.intercept_ = b - a * center / scale
+        self.score_range_ = (float(x.min()), float(x.max()))
         return self
 
     def predict_proba(self, scores: torch.Tensor) -> torch.Tensor:
         """Calibrated probabilities (n,), float64, on the scores' device."""
         check_fitted(self, "coef_", "fit(scores, correct)", "predict_proba")
         check_scores("PlattScaler.predict_proba", scores)
-        return torch.sigmoid(self.coef_ * scores.double() + self.intercept_)
+        lo, hi = self.score_range_
+        return torch.sigmoid(self.coef_ * scores.double().clamp(lo, hi) + self.intercept_)
 
 
 class IsotonicScaler:
@@ -112,7 +119,9 @@ class IsotonicScaler:
         check_scores("IsotonicScaler.predict_proba", scores)
         if scores.numel() == 0:
             return torch.empty(0, dtype=torch.float64, device=scores.device)
-        p = self.isotonic_.predict(scores.double().cpu().numpy())
+        x = scores.double().cpu().numpy()
+        # clip to the fitted range first: the fit clips there anyway, and scikit-learn refuses +-inf
+        p = self.isotonic_.predict(np.clip(x, self.isotonic_.X_min_, self.isotonic_.X_max_))
         return torch.from_numpy(np.asarray(p, dtype=np.float64)).to(scores.device)
 
 

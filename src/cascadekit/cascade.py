@@ -6,6 +6,7 @@ import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from cascadekit._fitting import check_fitted
@@ -18,7 +19,7 @@ from cascadekit.gates._learned import require_fitted
 from cascadekit.items import ChoiceItems
 from cascadekit.protocols import Calibrator, CostModel, Gate, Model, Stage
 
-__all__ = ["DECISIONS", "Cascade", "CascadeResult"]
+__all__ = ["DECISIONS", "Cascade", "CascadeResult", "fit_stage_calibrators", "split_calibration"]
 
 #: Per-item outcome codes of :attr:`CascadeResult.decision`.
 DECISIONS = ("skip", "abstain", "answer")
@@ -97,12 +98,25 @@ class Cascade:
         is built per stage with this cascade's ``cost``; an instance is copied before fitting (your
         object stays unfitted); with both gates, pass ``{"pre": ..., "post": ...}``, or a
         :class:`~cascadekit.calibrators.TwoStageCalibrator` to choose both thresholds jointly.
+    split : float in (0, 1) or None, default 0.5
+        With both gates and a calibrator per stage: the share of calibration items (a seeded random
+        subset) that fits the pre-gate calibrator; the post-gate calibrator is fitted on the other
+        items, those of them the fitted pre-gate lets through. The post calibrator then sees items
+        that played no part in choosing the pre threshold, so its guarantee (if it has one) holds
+        for the items the cascade actually runs. ``None`` fits both on all items, as a single data
+        set: the post threshold is then chosen on items selected by a threshold fitted on the same
+        data, which no calibrator's guarantee covers. Ignored with one gate or a
+        ``TwoStageCalibrator`` (which certifies the pair jointly on all items).
+    split_seed : int, default 0
+        Seed of that split.
 
     Attributes
     ----------
     pre_calibrator_, post_calibrator_ : Calibrator or None
         The fitted calibrators (None where there is no gate).
     n_calibration_ : int
+    n_pre_calibration_, n_post_calibration_ : int
+        Items each stage's calibrator was fitted on (the post one: after the pre-gate).
 
     Examples
     --------
@@ -123,12 +137,16 @@ class Cascade:
         pre_gate: Gate | None = None,
         post_gate: Gate | None = None,
         calibrator: CalibratorSpec = "threshold",
+        split: float | None = 0.5,
+        split_seed: int = 0,
     ) -> None:
         self.model = model
         self.cost = cost
         self.pre_gate = pre_gate
         self.post_gate = post_gate
         self.calibrator = calibrator
+        self.split = split
+        self.split_seed = split_seed
 
     # ------------------------------------------------------------------ helpers
 
@@ -143,6 +161,14 @@ class Cascade:
                 msg = f"Cascade: `{stage}_gate` must have stage={stage!r}, but {gate!r} has stage={gate.stage!r}."
                 raise CascadeInputError(msg)
             require_fitted(gate)
+        if self.split is not None and (
+            isinstance(self.split, bool) or not isinstance(self.split, int | float) or not 0 < self.split < 1
+        ):
+            msg = f"Cascade: `split` must be a float in (0, 1) or None, got {self.split!r}."
+            raise CascadeInputError(msg)
+        if isinstance(self.split_seed, bool) or not isinstance(self.split_seed, int):
+            msg = f"Cascade: `split_seed` must be an int, got {self.split_seed!r}."
+            raise CascadeInputError(msg)
         if not isinstance(self.model, Model):
             msg = f"Cascade: `model` must satisfy the Model protocol (name, score), got {self.model!r}."
             raise CascadeInputError(msg)
@@ -193,8 +219,10 @@ class Cascade:
 
         Notes
         -----
-        The post-gate calibrator is fitted on the items the fitted pre-gate lets through (those
-        it will see), or on all items if it lets none through.
+        With one gate, its calibrator is fitted on all items. With both gates and a calibrator per
+        stage, see ``split``: by default the pre calibrator is fitted on a seeded half and the
+        post calibrator on the other half's items that the fitted pre-gate lets through (on all
+        of that half if it lets none through).
         """
         self._validate()
         labels = items.require_answers("Cascade.fit")
@@ -212,23 +240,28 @@ class Cascade:
                 )
                 raise CascadeInputError(msg)
         correct = log_probs.argmax(dim=1) == labels.to(log_probs.device)
-        passed = torch.ones_like(correct)
         self.pre_calibrator_: Calibrator | None = None
         self.post_calibrator_: Calibrator | None = None
+        self.n_calibration_ = len(items)
+        self.n_pre_calibration_ = self.n_post_calibration_ = 0
         if isinstance(self.calibrator, TwoStageCalibrator):
             self._fit_joint(items, log_probs, correct)
-            self.n_calibration_ = len(items)
+            self.n_pre_calibration_ = self.n_post_calibration_ = len(items)
             return self
-        if self.pre_gate is not None:
-            scores = self._gate_scores("pre", items, None)
-            self.pre_calibrator_ = _fit(self._make("pre"), scores, correct, items.subjects)
-            passed = _decide(self.pre_calibrator_, scores, items.subjects)
-        if self.post_gate is not None:
-            scores = self._gate_scores("post", items, log_probs)
-            use = passed if bool(passed.any()) else torch.ones_like(passed)
-            subjects = [s for s, keep in zip(items.subjects, use.tolist(), strict=True) if keep]
-            self.post_calibrator_ = _fit(self._make("post"), scores[use], correct[use], subjects)
-        self.n_calibration_ = len(items)
+        pre = None if self.pre_gate is None else self._gate_scores("pre", items, None)
+        post = None if self.post_gate is None else self._gate_scores("post", items, log_probs)
+        if pre is not None and post is not None:
+            self.pre_calibrator_, self.post_calibrator_, n_pre, n_post = fit_stage_calibrators(
+                self._make("pre"), self._make("post"), pre, post, correct,
+                split=self.split, seed=self.split_seed, groups=items.subjects,
+            )  # fmt: skip
+            self.n_pre_calibration_, self.n_post_calibration_ = n_pre, n_post
+        elif pre is not None:
+            self.pre_calibrator_ = _fit(self._make("pre"), pre, correct, items.subjects)
+            self.n_pre_calibration_ = len(items)
+        elif post is not None:
+            self.post_calibrator_ = _fit(self._make("post"), post, correct, items.subjects)
+            self.n_post_calibration_ = len(items)
         return self
 
     def _fit_joint(self, items: ChoiceItems, log_probs: torch.Tensor, correct: torch.Tensor) -> None:
@@ -319,3 +352,116 @@ def _decide(calibrator: Calibrator, scores: torch.Tensor, subjects: Sequence[str
         decided: torch.Tensor = calibrator.decide(scores, groups=subjects)  # type: ignore[call-arg]
         return decided
     return calibrator.decide(scores)
+
+
+def split_calibration(
+    n: int, split: float, seed: int, groups: Sequence[str] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded disjoint positions ``(first, second)`` of n calibration items, a ``split`` share in the first.
+
+    Without ``groups``, ``round(split * n)`` items (at least 1, at most n - 1) are drawn at random
+    for the first part. With ``groups`` (n labels) the split is stratified: each group of size
+    ``m >= 2`` puts ``round(split * m)`` (clipped to 1 .. m - 1) of its items in the first part,
+    and a group of one item goes to the first part, so every group of the second part was seen in
+    the first (a per-group pre calibrator such as :class:`~cascadekit.MondrianCalibrator` then
+    knows every group it decides during the fit).
+
+    Examples
+    --------
+    >>> a, b = split_calibration(10, 0.3, seed=0)
+    >>> len(a), len(b), sorted(a.tolist() + b.tolist()) == list(range(10))
+    (3, 7, True)
+    >>> a, b = split_calibration(6, 0.5, seed=0, groups=["x", "x", "x", "x", "y", "y"])
+    >>> len(a), len(b)
+    (3, 3)
+    """
+    if isinstance(split, bool) or not isinstance(split, int | float) or not 0 < split < 1:
+        msg = f"Cascade: `split` must be a float in (0, 1) or None, got {split!r}."
+        raise CascadeInputError(msg)
+    if n < 2:
+        msg = f"Cascade.fit: splitting calibration items between the two gates needs at least 2 items, got {n}."
+        raise CascadeInputError(msg)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    if groups is None:
+        k = min(max(round(float(split) * n), 1), n - 1)
+        return perm[:k], perm[k:]
+    if len(groups) != n:
+        msg = f"Cascade.fit: `groups` has {len(groups)} labels for {n} items."
+        raise CascadeInputError(msg)
+    codes = torch.from_numpy(np.unique(np.asarray(list(groups), dtype=object).astype(str), return_inverse=True)[1])
+    codes = codes.reshape(-1).to(torch.int64)[perm]
+    order = torch.argsort(codes, stable=True)  # groups contiguous, random order within each
+    grouped = codes[order]
+    counts = torch.bincount(grouped)
+    rank = torch.arange(n) - (torch.cumsum(counts, 0) - counts)[grouped]
+    size = counts[grouped]
+    take = torch.minimum(torch.clamp(torch.round(float(split) * size), min=1), torch.clamp(size - 1, min=1))
+    items = perm[order]
+    first, second = items[rank < take], items[rank >= take]
+    if second.numel() == 0:
+        msg = (
+            f"Cascade.fit: no group has 2 or more of the {n} calibration items, so a stratified split "
+            "leaves nothing for the post-gate calibrator; add calibration items or pass split=None."
+        )
+        raise CascadeInputError(msg)
+    return first, second
+
+
+def fit_stage_calibrators(
+    pre: Calibrator,
+    post: Calibrator,
+    pre_scores: torch.Tensor,
+    post_scores: torch.Tensor,
+    correct: torch.Tensor,
+    *,
+    split: float | None = 0.5,
+    seed: int = 0,
+    groups: Sequence[str] | None = None,
+) -> tuple[Calibrator, Calibrator, int, int]:
+    """Fit a pre-gate and a post-gate calibrator of one cascade, on disjoint items by default.
+
+    With ``split`` a share in (0, 1), the pre calibrator is fitted on a seeded random
+    ``split`` share of the items (:func:`split_calibration`, stratified by ``groups`` when given)
+    and the post calibrator on the
+    remaining items that the fitted pre calibrator lets through (on all remaining items if it lets
+    none through). The post calibrator's items are then an i.i.d. sample of what the cascade runs,
+    given the pre threshold, so a post-stage guarantee (e.g. :class:`~cascadekit.ConformalCalibrator`'s
+    ``P(wrong | answered) <= alpha`` with probability ``1 - delta``) holds for the cascade's
+    answers. With ``split=None`` both are fitted on all items (the post one on those the pre
+    lets through), which no guarantee covers.
+
+    Parameters
+    ----------
+    pre, post : Calibrator
+        Unfitted calibrators; they are fitted in place and returned.
+    pre_scores, post_scores : torch.Tensor, shape (n,)
+        Both gates' scores of the n calibration items.
+    correct : torch.Tensor of bool, shape (n,)
+        Whether the model is right on each item.
+    split : float in (0, 1) or None, default 0.5
+        Share of the items for the pre calibrator; None: all items for both.
+    seed : int, default 0
+        Seed of the split.
+    groups : sequence of str, length n, optional
+        Passed to calibrators that group by subject (``group_by="subject"``).
+
+    Returns
+    -------
+    pre, post : Calibrator
+        Fitted.
+    n_pre, n_post : int
+        Items each was fitted on.
+    """
+    n = correct.numel()
+    labels = list(groups) if groups is not None else [""] * n
+    if split is None:
+        first = second = torch.arange(n)
+    else:
+        first, second = split_calibration(n, split, seed, groups)
+    first_labels = [labels[i] for i in first.tolist()]
+    pre = _fit(pre, pre_scores[first], correct[first], first_labels)
+    second_labels = [labels[i] for i in second.tolist()]
+    passed = _decide(pre, pre_scores[second], second_labels).to(second.device)
+    use = second[passed] if bool(passed.any()) else second
+    post = _fit(post, post_scores[use], correct[use], [labels[i] for i in use.tolist()])
+    return pre, post, first.numel(), use.numel()

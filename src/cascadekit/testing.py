@@ -47,7 +47,10 @@ def check_calibrator(calibrator: Calibrator, n: int = 2000, seed: int = 0) -> No
     ``fit``; ``fit`` returns ``self``; decisions are a bool tensor of the input's length and device;
     float32 and float64 scores give the same decisions; fitting on permuted calibration data and
     deciding permuted scores give the permuted decisions; NaN scores, 2-D scores, empty data,
-    non-bool or mismatched ``correct`` raise :class:`CascadeInputError`; refitting is deterministic.
+    non-bool or mismatched ``correct`` raise :class:`CascadeInputError`; refitting is deterministic;
+    a fit that accepts no score in [0, 1] (here: on data where the model is always wrong) accepts
+    no score at all, ``+inf`` included (or refuses scores outside its domain with
+    :class:`CascadeInputError`) -- "accept nothing" is a state, not a threshold to exceed.
     """
     name = type(calibrator).__name__
     assert isinstance(calibrator, Calibrator), f"{name} does not satisfy the Calibrator protocol"
@@ -75,6 +78,18 @@ def check_calibrator(calibrator: Calibrator, n: int = 2000, seed: int = 0) -> No
     assert torch.equal(permuted.decide(test), decided), f"{name}: fit depends on the order of calibration items"
     test_perm = torch.randperm(test.numel(), generator=torch.Generator().manual_seed(seed + 2))
     assert torch.equal(fitted.decide(test[test_perm]), decided[test_perm]), f"{name}.decide is not row-wise"
+
+    never_right = copy.deepcopy(calibrator).fit(scores, torch.zeros_like(correct))
+    if not bool(never_right.decide(test).any()):
+        extreme = torch.tensor([float("inf"), 1e308, 1.0], dtype=torch.float64)
+        try:
+            accepted = never_right.decide(extreme)
+        except CascadeInputError:  # scores outside the calibrator's domain (e.g. [0, 1]) refused loudly: fine
+            accepted = never_right.decide(extreme[2:])
+        assert not bool(accepted.any()), (
+            f"{name}: it accepts no score in [0, 1] after fitting on a model that is never right, "
+            "but accepts +inf or huge scores: 'accept nothing' must reject every score"
+        )
 
     bad_cases: list[tuple[str, Callable[[], object]]] = [
         ("NaN scores in fit", lambda: copy.deepcopy(calibrator).fit(torch.full((5,), float("nan")), correct[:5])),

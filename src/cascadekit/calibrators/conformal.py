@@ -55,8 +55,10 @@ class ConformalCalibrator(LearnThenTestCalibrator):
     stage : {"pre", "post"}, default "post"
         Which decision the threshold makes; only used to price actions when ``cost`` is given.
     grid : torch.Tensor, shape (m,), optional
-        Fixed candidate thresholds, strictly increasing. Default: 1001 evenly spaced points on
-        [0, 1], which needs scores in [0, 1] (all built-in gates' scores are).
+        Fixed candidate thresholds, strictly increasing. Default:
+        :func:`~cascadekit.calibrators._stats.default_threshold_grid`, 1,001 even points on [0, 1]
+        plus 40 log-spaced ones within 1e-3 of each end (where LLM confidences bunch), which needs
+        scores in [0, 1] (all built-in gates' scores are).
     pvalue : {"binomial", "hoeffding_bentkus"}, default "binomial"
     fwer : {"fixed_sequence", "bonferroni"}, default "fixed_sequence"
     n_starts : int, default 30
@@ -68,7 +70,11 @@ class ConformalCalibrator(LearnThenTestCalibrator):
     Attributes
     ----------
     threshold_ : float
-        Accept iff ``score >= threshold_`` (``+inf``: nothing certified, accept nothing).
+        Accept iff ``score >= threshold_``; ``+inf`` is the "accept nothing" state (nothing
+        certified, or accepting nothing was cheapest): ``decide`` is then False for every score,
+        ``+inf`` included.
+    certified_ : bool
+        Whether any threshold was certified.
     valid_ : torch.Tensor of bool, shape (m,)
         Certified grid thresholds.
     p_values_ : torch.Tensor, shape (m,)
@@ -81,10 +87,10 @@ class ConformalCalibrator(LearnThenTestCalibrator):
     >>> y = torch.rand(2000, generator=g) < s          # P(correct | s) = s
     >>> cal = ConformalCalibrator(alpha=0.2, delta=0.1).fit(s, y)
     >>> round(cal.threshold_, 3)    # the true risk (1 - t) / 2 is <= 0.2 iff t >= 0.6
-    0.593
+    0.594
 
     This draw is one of the at most ``delta`` share that lands just below the oracle threshold
-    0.6 (true risk 0.2035 instead of 0.2): the guarantee bounds how often that happens, not
+    0.6 (true risk 0.203 instead of 0.2): the guarantee bounds how often that happens, not
     whether it can.
     """
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from cascadekit._fitting import check_fitted
+from cascadekit._fitting import check_fitted, decide_threshold
 from cascadekit._validation import check_bool, check_probability, check_scores
-from cascadekit.calibrators._stats import binomial_pvalues, default_grid, fwer_reject
+from cascadekit.calibrators._stats import binomial_pvalues, default_grid, default_threshold_grid, fwer_reject
 from cascadekit.exceptions import CascadeInputError
 from cascadekit.protocols import CostModel
 
@@ -37,7 +37,7 @@ class FixedThresholdCalibrator:
         """Bool tensor (n,): ``scores >= threshold``."""
         check_fitted(self, "threshold_")
         check_scores("FixedThresholdCalibrator.decide", scores)
-        return scores >= self.threshold_
+        return decide_threshold(scores, self.threshold_)
 
     def __repr__(self) -> str:
         return f"FixedThresholdCalibrator(threshold={self.threshold!r})"
@@ -80,12 +80,17 @@ class TwoStageCalibrator:
     alpha, delta : float in (0, 1)
     cost : LinearCost, optional
     grid_pre, grid_post : torch.Tensor, optional
-        Increasing thresholds; default 41 points on [0, 1] each (1,681 pairs).
+        Increasing thresholds; default ``default_threshold_grid(41, 4)`` each: 41 even points on
+        [0, 1] and 4 per decade from 1e-7 to 0.025 off 0 and off 1, 85 points (7,225 pairs).
     fwer : {"holm", "bonferroni"}, default "holm"
 
     Attributes
     ----------
     pre_threshold_, post_threshold_ : float
+        ``+inf`` (both) is the "accept nothing" state: nothing certified, or skipping everything
+        was cheapest; ``decide_pre`` and ``decide_post`` are then False for every score.
+    certified_ : bool
+        Whether any pair was certified.
     valid_ : torch.Tensor of bool, shape (m_pre, m_post)
     """
 
@@ -106,7 +111,7 @@ class TwoStageCalibrator:
         self.fwer = fwer
 
     def _grids(self, pre: torch.Tensor, post: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        coarse = torch.linspace(0, 1, 41, dtype=torch.float64)
+        coarse = default_threshold_grid(41, 4)
         g_pre = default_grid("TwoStageCalibrator", pre, self.grid_pre if self.grid_pre is not None else coarse)
         g_post = default_grid("TwoStageCalibrator", post, self.grid_post if self.grid_post is not None else coarse)
         return g_pre, g_post
@@ -145,6 +150,7 @@ class TwoStageCalibrator:
             valid, answered, errors, ran, float(pre_scores.numel()), (g_pre, g_post)
         )
         self.valid_ = valid
+        self.certified_ = bool(valid.any())
         self.p_values_ = p.view(m1, m2)
         self.grid_pre_, self.grid_post_ = g_pre, g_post
         return self
@@ -178,12 +184,14 @@ class TwoStageCalibrator:
     def decide_pre(self, scores: torch.Tensor) -> torch.Tensor:
         """Run iff ``scores >= pre_threshold_``."""
         check_fitted(self, "pre_threshold_", "fit(pre_scores, post_scores, correct)", "decide_pre")
-        return scores >= self.pre_threshold_
+        check_scores("TwoStageCalibrator.decide_pre", scores)
+        return decide_threshold(scores, self.pre_threshold_)
 
     def decide_post(self, scores: torch.Tensor) -> torch.Tensor:
         """Answer iff ``scores >= post_threshold_``."""
         check_fitted(self, "post_threshold_", "fit(pre_scores, post_scores, correct)", "decide_post")
-        return scores >= self.post_threshold_
+        check_scores("TwoStageCalibrator.decide_post", scores)
+        return decide_threshold(scores, self.post_threshold_)
 
     def __repr__(self) -> str:
         return f"TwoStageCalibrator(alpha={self.alpha!r}, delta={self.delta!r}, cost={self.cost!r})"

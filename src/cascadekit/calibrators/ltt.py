@@ -7,7 +7,7 @@ from typing import Literal
 
 import torch
 
-from cascadekit._fitting import check_fit_inputs, check_fitted, check_stage, stage_costs
+from cascadekit._fitting import check_fit_inputs, check_fitted, check_stage, decide_threshold, stage_costs
 from cascadekit._validation import check_probability, check_scores
 from cascadekit.calibrators._stats import (
     FWER,
@@ -17,12 +17,13 @@ from cascadekit.calibrators._stats import (
     fwer_reject,
     hoeffding_bentkus_pvalues,
 )
-from cascadekit.exceptions import CascadeInputError
+from cascadekit.exceptions import CascadeInputError, NotCertifiedError
 from cascadekit.protocols import CostModel, Stage
 
 __all__ = ["BudgetCalibrator", "LearnThenTestCalibrator", "max_item_cost"]
 
 Risk = Literal["error_among_accepted", "cost_per_item"]
+Uncertified = Literal["raise", "warn"]
 
 
 def max_item_cost(cost: CostModel, stage: Stage) -> float:
@@ -46,9 +47,12 @@ class LearnThenTestCalibrator:
       divided by the largest possible item cost.
 
     Precisely: with probability at least ``1 - delta`` *every* certified threshold has ``R <= alpha``
-    (family-wise error control). When nothing is certified the calibrator accepts nothing, which
-    satisfies the error-rate bound vacuously; for the cost it does so only if the skip cost is within
-    ``alpha`` -- otherwise no guarantee is possible from these data and ``fit`` warns. The
+    (family-wise error control). When nothing is certified the calibrator accepts nothing
+    (``certified_ = False``, ``threshold_ = +inf``, and ``decide`` is False for every score, ``+inf``
+    included), which satisfies the error-rate bound vacuously; for the cost it does so only if the
+    skip cost is within ``alpha``. Otherwise no policy is guaranteed from these data and ``fit``
+    raises :class:`~cascadekit.exceptions.NotCertifiedError` (``if_uncertified="raise"``, the
+    default) or warns and accepts nothing without the guarantee (``"warn"``). The
     family-wise error over the grid is controlled by
     fixed-sequence testing (fallback procedure with ``n_starts`` starts), Bonferroni, or Holm.
     Reference: Angelopoulos, Bates, Candès, Jordan & Lei (2021), "Learn then Test", arXiv:2110.01052;
@@ -68,7 +72,9 @@ class LearnThenTestCalibrator:
         Required for ``risk="cost_per_item"``; used to choose among certified thresholds.
     stage : {"pre", "post"}, default "post"
     grid : torch.Tensor, optional
-        Fixed increasing thresholds; default 1001 points on [0, 1].
+        Fixed increasing thresholds; default
+        :func:`~cascadekit.calibrators._stats.default_threshold_grid` (1,001 even points on [0, 1]
+        plus 40 log-spaced ones within 1e-3 of each end, where LLM confidences bunch).
     pvalue : {"binomial", "hoeffding_bentkus"}, optional
         Default: binomial for the error rate, Hoeffding-Bentkus for the cost (binomial is invalid there).
     fwer : {"fixed_sequence", "bonferroni", "holm"}, default "fixed_sequence"
@@ -77,10 +83,17 @@ class LearnThenTestCalibrator:
         sharing ``delta``. More starts reach narrow certifiable regions (e.g. only the very top
         of the scores at a strict ``alpha``) at the price of a smaller level per start; 30 was
         chosen from {10, 30, 100} on 200 draws of the recorded pool (``docs/guarantees.md``).
+    if_uncertified : {"raise", "warn"}, default "raise"
+        What ``fit`` does for ``risk="cost_per_item"`` when nothing is certified and accepting
+        nothing costs more than ``alpha``: raise :class:`~cascadekit.exceptions.NotCertifiedError`,
+        or warn and accept nothing (the bound is then broken).
 
     Attributes
     ----------
     threshold_ : float
+        Go ahead iff ``score >= threshold_``; ``+inf`` is the "accept nothing" state.
+    certified_ : bool
+        Whether any threshold was certified.
     valid_ : torch.Tensor of bool, shape (m,)
     p_values_ : torch.Tensor, shape (m,)
     grid_ : torch.Tensor, shape (m,)
@@ -97,6 +110,7 @@ class LearnThenTestCalibrator:
         pvalue: str | None = None,
         fwer: FWER = "fixed_sequence",
         n_starts: int = 30,
+        if_uncertified: Uncertified = "raise",
     ) -> None:
         self.alpha = alpha
         self.delta = delta
@@ -107,6 +121,7 @@ class LearnThenTestCalibrator:
         self.pvalue = pvalue
         self.fwer = fwer
         self.n_starts = n_starts
+        self.if_uncertified = if_uncertified
 
     # ------------------------------------------------------------------ stages
 
@@ -138,6 +153,9 @@ class LearnThenTestCalibrator:
         if isinstance(self.n_starts, bool) or not isinstance(self.n_starts, int) or self.n_starts < 1:
             msg = f"{owner}: `n_starts` must be an int >= 1, got {self.n_starts!r}."
             raise CascadeInputError(msg)
+        if self.if_uncertified not in ("raise", "warn"):
+            msg = f"{owner}: `if_uncertified` must be 'raise' or 'warn', got {self.if_uncertified!r}."
+            raise CascadeInputError(msg)
         return default_grid(owner, scores, self.grid), pvalue
 
     def _fit_pvalues(self, cuts: GridCuts, correct: torch.Tensor, pvalue: str) -> torch.Tensor:
@@ -155,8 +173,8 @@ class LearnThenTestCalibrator:
             return torch.zeros_like(totals)
         return hoeffding_bentkus_pvalues(totals / bound, torch.full_like(totals, n), level)
 
-    def _fit_reject(self, p: torch.Tensor) -> torch.Tensor:
-        return fwer_reject(p, float(self.delta), self.fwer, self.n_starts)
+    def _fit_reject(self, p: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        return fwer_reject(p, float(self.delta), self.fwer, self.n_starts, grid)
 
     def _fit_select(self, cuts: GridCuts, correct: torch.Tensor, grid: torch.Tensor, valid: torch.Tensor) -> float:
         """Certified threshold of lowest calibration cost (ties: higher), or the most permissive one."""
@@ -186,28 +204,33 @@ class LearnThenTestCalibrator:
         grid, pvalue = self._fit_validate(scores)
         cuts = GridCuts.of(scores, grid)
         p = self._fit_pvalues(cuts, correct, pvalue)
-        valid = self._fit_reject(p)
+        valid = self._fit_reject(p, grid)
         self.grid_ = grid
         self.p_values_ = p
         self.valid_ = valid
         self.threshold_ = self._fit_select(cuts, correct, grid, valid)
+        self.certified_ = bool(valid.any())
         if (
             self.risk == "cost_per_item"
             and self.threshold_ == float("inf")
             and not self._nothing_within_budget(correct)
         ):
-            warnings.warn(
-                f"{type(self).__name__}: no threshold is certified within {self.alpha} per item and skipping "
-                "everything costs more; it accepts nothing, which breaks the bound. Raise the bound or add data.",
-                stacklevel=2,
+            msg = (
+                f"{type(self).__name__}: no threshold is certified within {self.alpha} per item at "
+                f"delta={self.delta} from {correct.numel()} items, and accepting nothing costs more, so no "
+                "policy keeps the bound. Raise the bound, add calibration data, or pass "
+                "if_uncertified='warn' to accept nothing without the guarantee."
             )
+            if self.if_uncertified == "raise":
+                raise NotCertifiedError(msg)
+            warnings.warn(msg + " It accepts nothing, which breaks the bound.", stacklevel=2)
         return self
 
     def decide(self, scores: torch.Tensor) -> torch.Tensor:
         """Bool tensor (n,) on the scores' device: True = go ahead."""
         check_fitted(self, "threshold_")
         check_scores(f"{type(self).__name__}.decide", scores)
-        return scores >= self.threshold_
+        return decide_threshold(scores, self.threshold_)
 
     def __repr__(self) -> str:
         return (
@@ -225,7 +248,8 @@ class BudgetCalibrator(LearnThenTestCalibrator):
     ``risk="cost_per_item"`` (Hoeffding-Bentkus p-values); among certified thresholds it picks the
     one answering the most items correctly on the calibration data (the lowest error), preferring
     the higher threshold on ties. If nothing is certified it accepts nothing, which keeps the
-    guarantee only when the skip cost itself is within budget; otherwise ``fit`` warns.
+    guarantee only when the skip cost itself is within budget; otherwise ``fit`` raises
+    :class:`~cascadekit.exceptions.NotCertifiedError` (or warns, ``if_uncertified="warn"``).
 
     Parameters
     ----------
@@ -234,7 +258,7 @@ class BudgetCalibrator(LearnThenTestCalibrator):
     cost : CostModel
     delta : float in (0, 1), default 0.1
     stage : {"pre", "post"}, default "pre"
-    grid, fwer, n_starts
+    grid, fwer, n_starts, if_uncertified
         As in :class:`LearnThenTestCalibrator`.
 
     Examples
@@ -256,6 +280,7 @@ class BudgetCalibrator(LearnThenTestCalibrator):
         grid: torch.Tensor | None = None,
         fwer: FWER = "fixed_sequence",
         n_starts: int = 30,
+        if_uncertified: Uncertified = "raise",
     ) -> None:
         super().__init__(
             alpha=budget,
@@ -267,6 +292,7 @@ class BudgetCalibrator(LearnThenTestCalibrator):
             pvalue="hoeffding_bentkus",
             fwer=fwer,
             n_starts=n_starts,
+            if_uncertified=if_uncertified,
         )
         self.budget = budget
 

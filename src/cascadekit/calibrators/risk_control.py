@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
-from cascadekit._fitting import check_fit_inputs, check_fitted
-from cascadekit._validation import check_nonnegative, check_probability, check_scores, describe
+from cascadekit._fitting import check_fit_inputs, check_fitted, decide_threshold
+from cascadekit._validation import check_scores, describe
 from cascadekit.calibrators._stats import accepted_counts, default_grid
 from cascadekit.exceptions import CascadeInputError
 
-__all__ = ["RiskControlCalibrator", "answered_wrong_loss", "crc_threshold_from_risk"]
+__all__ = ["RiskControlCalibrator", "answered_wrong_loss", "crc_threshold_from_risk", "crc_threshold_from_sums"]
 
 #: A loss: ``loss(scores (n,), correct (n,), thresholds (m,)) -> (n, m)`` in ``[0, bound]``, non-increasing in
 #: the threshold (accepting fewer items never raises any item's loss).
@@ -27,17 +30,58 @@ def answered_wrong_loss(scores: torch.Tensor, correct: torch.Tensor, thresholds:
     return (accepted & ~correct.unsqueeze(1)).to(torch.float64)
 
 
+def crc_threshold_from_sums(loss_sums: torch.Tensor, n: int, grid: torch.Tensor, alpha: float, bound: float) -> float:
+    """Smallest grid threshold t with ``(S(t) + bound) / (n + 1) <= alpha``; ``+inf`` if none.
+
+    ``loss_sums`` (m,) is the summed calibration loss ``S(t) = n R_n(t)`` at each of the m increasing
+    ``grid`` values, non-increasing along the grid (Angelopoulos, Bates, Fisch, Lei & Schuster,
+    2022). The condition is tested as ``S(t) + bound <= alpha (n + 1)`` on the sums themselves, so
+    integer loss counts are compared exactly (forming ``n * (S / n)`` can miss an exact tie by one
+    float step).
+    """
+    ok = loss_sums.to(torch.float64) + bound <= alpha * (n + 1)
+    if not bool(ok.any()):
+        return float("inf")
+    # the loss is non-increasing in t, so the satisfied set is an upper interval of the grid
+    return float(grid[ok.nonzero()[0, 0]])
+
+
 def crc_threshold_from_risk(risk: torch.Tensor, n: int, grid: torch.Tensor, alpha: float, bound: float) -> float:
     """Smallest grid threshold t with ``(n R(t) + bound) / (n + 1) <= alpha``; ``+inf`` if none.
 
     ``risk`` (m,) is the mean calibration loss ``R(t)`` at each of the m increasing ``grid`` values,
-    non-increasing along the grid (Angelopoulos, Bates, Fisch, Lei & Schuster, 2022).
+    non-increasing along the grid. Prefer :func:`crc_threshold_from_sums` when the sums are at
+    hand: ``n * R`` recomputed from a mean is not always the exact sum.
     """
-    bound_ok = (n * risk + bound) / (n + 1) <= alpha
-    if not bool(bound_ok.any()):
-        return float("inf")
-    # the loss is non-increasing in t, so the satisfied set is an upper interval of the grid
-    return float(grid[bound_ok.nonzero()[0, 0]])
+    return crc_threshold_from_sums(n * risk.to(torch.float64), n, grid, alpha, bound)
+
+
+def _as_real(value: object) -> float | None:
+    """``float(value)`` for a finite real number (Python or NumPy int / float, not bool), else None."""
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _check_bound_and_alpha(owner: str, bound: object, alpha: object) -> tuple[float, float]:
+    """``bound`` a finite number > 0 and ``alpha`` a number with ``0 < alpha < bound``, as floats."""
+    b = _as_real(bound)
+    if b is None or b <= 0:
+        msg = f"{owner}: `bound` must be a finite number > 0 (the largest value the loss can take), got {bound!r}."
+        raise CascadeInputError(msg)
+    a = _as_real(alpha)
+    if a is None or a <= 0:
+        msg = f"{owner}: `alpha` must be a finite number with 0 < alpha < bound = {b:g}, got {alpha!r}."
+        raise CascadeInputError(msg)
+    if a >= b:
+        msg = (
+            f"{owner}: `alpha` must be < bound = {b:g}, got alpha={alpha!r}. The loss never exceeds `bound`, so "
+            f"alpha >= bound is met by any threshold (accept everything) and there is nothing to control; "
+            f"lower alpha or raise bound if your loss can exceed {b:g}."
+        )
+        raise CascadeInputError(msg)
+    return b, a
 
 
 class RiskControlCalibrator:
@@ -60,14 +104,18 @@ class RiskControlCalibrator:
 
     Parameters
     ----------
-    alpha : float in (0, 1)
+    alpha : float in (0, bound)
+        Target expected loss: ``0 < alpha < bound`` (Python or NumPy number). ``alpha >= bound`` is
+        rejected, since any threshold meets it.
     loss : callable, optional
         ``loss(scores (n,), correct (n,), thresholds (m,)) -> (n, m)`` with values in ``[0, bound]``,
         non-increasing along increasing thresholds. Default :func:`answered_wrong_loss`.
     bound : float, default 1.0
-        Upper bound of the loss.
+        Upper bound of the loss: a finite number > 0. With a loss in ``[0, B]`` for some ``B > 1``
+        (e.g. a cost), set ``bound=B``; ``alpha`` may then exceed 1.
     grid : torch.Tensor, shape (m,), optional
-        Increasing candidate thresholds; default 1001 points on [0, 1] (needs scores in [0, 1]).
+        Increasing candidate thresholds; default
+        :func:`~cascadekit.calibrators._stats.default_threshold_grid` (needs scores in [0, 1]).
 
     Attributes
     ----------
@@ -98,14 +146,13 @@ class RiskControlCalibrator:
         """Choose ``threshold_`` on calibration ``scores`` (n,) and ``correct`` (n,)."""
         owner = "RiskControlCalibrator"
         check_fit_inputs(f"{owner}.fit", scores, correct)
-        check_probability(owner, "alpha", self.alpha)
-        bound = check_nonnegative(owner, "bound", self.bound)
+        bound, alpha = _check_bound_and_alpha(owner, self.bound, self.alpha)
         grid = default_grid(owner, scores, self.grid)
         if self.loss is None:
             # the default loss needs no (n, m) matrix: its mean is (wrong and accepted) / n per threshold
             _, wrong_accepted = accepted_counts(scores, ~correct, grid)
             risk = wrong_accepted.to(torch.float64) / scores.numel()
-            self.threshold_ = crc_threshold_from_risk(risk, scores.numel(), grid, self.alpha, bound)
+            self.threshold_ = crc_threshold_from_sums(wrong_accepted, scores.numel(), grid, alpha, bound)
             self.calibration_risk_ = (
                 float(risk[grid == self.threshold_].sum()) if self.threshold_ < float("inf") else 0.0
             )
@@ -120,7 +167,7 @@ class RiskControlCalibrator:
         if grid.numel() > 1 and bool((losses[:, 1:] > losses[:, :-1] + 1e-12).any()):
             msg = f"{owner}: `loss` must be non-increasing in the threshold for every item."
             raise CascadeInputError(msg)
-        self.threshold_ = crc_threshold_from_risk(losses.mean(dim=0), scores.numel(), grid, self.alpha, bound)
+        self.threshold_ = crc_threshold_from_sums(losses.sum(dim=0), scores.numel(), grid, alpha, bound)
         self.calibration_risk_ = (
             float(losses[:, grid == self.threshold_].mean()) if self.threshold_ != float("inf") else 0.0
         )
@@ -130,7 +177,7 @@ class RiskControlCalibrator:
         """Bool tensor (n,) on the scores' device: True = accept."""
         check_fitted(self, "threshold_")
         check_scores("RiskControlCalibrator.decide", scores)
-        return scores >= self.threshold_
+        return decide_threshold(scores, self.threshold_)
 
     def __repr__(self) -> str:
         return f"RiskControlCalibrator(alpha={self.alpha!r}, bound={self.bound!r})"

@@ -9,29 +9,55 @@ import numpy as np
 import torch
 from scipy import stats
 
-from cascadekit._fitting import check_fit_inputs, check_fitted
+from cascadekit._fitting import check_fit_inputs, check_fitted, decide_threshold
 from cascadekit._validation import check_bool, check_probability, check_scores
-from cascadekit.calibrators._stats import GridCuts, binomial_pvalues, default_grid, fallback_reject
+from cascadekit.calibrators._stats import (
+    GridCuts,
+    binomial_pvalues,
+    default_grid,
+    fallback_reject,
+    fallback_starts,
+)
 from cascadekit.exceptions import CascadeInputError
 
-__all__ = ["SequentialProfiler"]
+__all__ = ["SequentialProfiler", "walk_order"]
 
 LabelFn = Callable[[torch.Tensor], torch.Tensor]
 
 
-def _hash_order(scores: torch.Tensor, seed: int) -> torch.Tensor:
-    """A seeded pseudo-random order of the pool that depends on the score values, not on their positions.
+def walk_order(scores: torch.Tensor, seed: int) -> torch.Tensor:
+    """The profiler's walk through the pool: a uniformly random order, seeded, independent of the scores' values.
 
-    Each score's float64 bit pattern is mixed with the seed (splitmix64 finaliser); items are
-    labelled in increasing order of that hash, so shuffling the pool does not change what is labelled.
+    The pool is put in a canonical order first (by score, ties by position) and that order is then
+    permuted by a seeded uniform permutation. The result is a uniformly random order of the pool
+    whatever the scores are -- the labelled prefix at every look is a uniform random sample of the
+    pool, which the guarantee needs -- and shuffling the pool changes nothing except which of
+    several items with *equal* scores is walked when.
+
+    Parameters
+    ----------
+    scores : torch.Tensor, shape (n,)
+        The pool's scores.
+    seed : int
+        Seed of the permutation.
+
+    Returns
+    -------
+    torch.Tensor of int64, shape (n,)
+        Pool positions in walking order.
+
+    Examples
+    --------
+    >>> s = torch.tensor([0.3, 0.9, 0.1, 0.5])
+    >>> o = walk_order(s, seed=0)
+    >>> sorted(o.tolist())
+    [0, 1, 2, 3]
+    >>> s[o].tolist() == s[torch.tensor([3, 2, 1, 0])][walk_order(s.flip(0), seed=0)].tolist()
+    True
     """
-    bits = scores.detach().double().cpu().numpy().view(np.uint64)
-    with np.errstate(over="ignore"):
-        z = bits ^ np.uint64((seed * 0x9E3779B97F4A7C15) % 2**64)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z = z ^ (z >> np.uint64(31))
-    return torch.from_numpy(np.argsort(z, kind="stable").astype(np.int64))
+    canonical = torch.argsort(scores.detach().cpu(), stable=True)
+    perm = torch.randperm(scores.numel(), generator=torch.Generator().manual_seed(seed))
+    return canonical[perm]
 
 
 def walk_schedule(n: int, first: int, growth: float) -> list[int]:
@@ -65,9 +91,11 @@ class SequentialProfiler:
     (``delta_k = delta * w_k / sum_j w_j``, ``w_k`` the items walked by look k; the schedule depends
     only on the pool size, ``first_look`` and ``growth``), so the late, decisive looks get most of it.
 
-    **Guarantee.** If the pool's items are i.i.d. (the walk is then a random order of them) and a
-    test item is drawn from the same distribution, then with probability at least ``1 - delta`` the
-    final threshold t satisfies ``P(wrong | score >= t) <= alpha``, whenever the profiler stops.
+    **Guarantee.** If the pool's items are i.i.d. and a test item is drawn from the same
+    distribution -- whatever the scores' distribution, discrete and tied scores included, since the
+    walk is a uniformly random order drawn independently of the scores -- then with probability at
+    least ``1 - delta`` the final threshold t satisfies ``P(wrong | score >= t) <= alpha``, whenever
+    the profiler stops.
     Why: a threshold at or above the final cutoff was at or above the cutoff throughout, so every
     walked item accepted by it was labelled, and at look k those labels are all items of a random
     sample of ``w_k`` (a fixed number) that score above it -- exactly the calibration set of a
@@ -91,16 +119,21 @@ class SequentialProfiler:
     max_labels : int, optional
         Stop once this many labels were asked for.
     grid : torch.Tensor, optional
-        Fixed increasing thresholds; default 1001 points on [0, 1].
+        Fixed increasing thresholds; default
+        :func:`~cascadekit.calibrators._stats.default_threshold_grid`.
     n_starts : int, default 30
         Starting points of the fallback fixed-sequence procedure.
     seed : int, default 0
-        Seed of the walk (a hash of each item's score, so the pool's order does not matter).
+        Seed of the walk: a uniformly random order of the pool (see :func:`walk_order`), the same
+        for any order in which the pool is given, up to items with equal scores.
 
     Attributes
     ----------
     threshold_ : float
-        ``inf`` when nothing was certified (accept nothing).
+        ``+inf`` when nothing was certified: the "accept nothing" state (``decide`` is False for every
+        score, ``+inf`` included).
+    certified_ : bool
+        Whether a threshold was certified.
     labels_used_ : int
     walked_ : int
         Pool items passed by the walk, labelled or not.
@@ -170,7 +203,8 @@ class SequentialProfiler:
         n_acc, k_acc = cuts.count(), cuts.sum((~right).double()).round().to(torch.int64)
         live = torch.arange(grid.numel()) >= cutoff
         p = torch.where(live, binomial_pvalues(k_acc, n_acc, self.alpha), torch.ones(grid.numel(), dtype=torch.float64))
-        certified = torch.flip(fallback_reject(torch.flip(p, [0]), level, self.n_starts), [0]) & live
+        starts = fallback_starts(grid, self.n_starts)
+        certified = torch.flip(fallback_reject(torch.flip(p, [0]), level, self.n_starts, starts), [0]) & live
         # P(Bin(n, alpha) >= k) small: more errors than alpha allows (a selection rule, not a guarantee)
         n, k = n_acc.numpy(), k_acc.numpy()
         upper = np.where(n > 0, stats.binom.sf(k - 1, np.maximum(n, 1), self.alpha), 1.0)
@@ -185,7 +219,7 @@ class SequentialProfiler:
             raise CascadeInputError(msg)
         pool = scores.detach().cpu().double()
         grid = default_grid("SequentialProfiler", pool, self.grid)
-        walk = _hash_order(pool, self.seed)
+        walk = walk_order(pool, self.seed)
         share = GridCuts.of(pool, grid).count().double() / pool.numel()  # share of the pool accepted at each t
         marks = walk_schedule(pool.numel(), self.first_look, self.growth)
         limit = math.inf if self.max_labels is None else self.max_labels
@@ -223,6 +257,7 @@ class SequentialProfiler:
             if between <= self.tolerance or used >= limit:
                 break
         self.threshold_ = certified
+        self.certified_ = certified < math.inf
         self.labels_used_ = used
         self.walked_ = walked
         self.looks_ = len(history)
@@ -238,7 +273,7 @@ class SequentialProfiler:
         """Bool tensor (n,) on the scores' device: True = accept."""
         check_fitted(self, "threshold_")
         check_scores("SequentialProfiler.decide", scores)
-        return scores >= self.threshold_
+        return decide_threshold(scores, self.threshold_)
 
     def __repr__(self) -> str:
         return (

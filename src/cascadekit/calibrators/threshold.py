@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from cascadekit._fitting import check_fit_inputs, check_fitted, check_stage, stage_costs
+from cascadekit._fitting import check_fit_inputs, check_fitted, check_stage, decide_threshold, stage_costs
 from cascadekit._validation import check_scores
 from cascadekit.exceptions import CascadeInputError
 from cascadekit.protocols import CostModel, Stage
@@ -127,7 +127,7 @@ class ThresholdCalibrator:
         """Bool tensor (n,) on the scores' device: True = go ahead."""
         check_fitted(self, "threshold_")
         check_scores("ThresholdCalibrator.decide", scores)
-        return scores >= self.threshold_
+        return decide_threshold(scores, self.threshold_)
 
     def __repr__(self) -> str:
         return f"ThresholdCalibrator(cost={self.cost!r}, stage={self.stage!r})"

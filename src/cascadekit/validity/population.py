@@ -205,6 +205,87 @@ class Population:
         groups = tuple(labels[i] for i in which.tolist()) if len(powers) > 1 else None
         return cls(f"synthetic (N={n})", s, correct, pre, groups)
 
+    def best_accepted(self, alpha: float) -> float:
+        """Largest share of the pool any threshold accepts with ``P(wrong | score >= t) <= alpha`` (0 if none).
+
+        Every distinct score is tried as a threshold, so this is the oracle a calibrator's
+        acceptance is compared with (not limited to a grid).
+        """
+        key = ("best", alpha)
+        if key not in self._memo:
+            t = torch.unique(self.scores)
+            ok = self.error_among_accepted(t) <= alpha
+            share = self._cuts(t).count().double() / len(self)
+            self._memo[key] = float(share[ok].max()) if bool(ok.any()) else 0.0
+        best = self._memo[key]
+        assert isinstance(best, float)
+        return best
+
+    @classmethod
+    def _build(
+        cls, name: str, s: torch.Tensor, p_correct: torch.Tensor, g: torch.Generator, groups: tuple[str, ...] | None
+    ) -> Population:
+        """Draw correctness from ``p_correct`` and a weaker pre score ``(s + v) / 2``, ``v ~ U(0, 1)``."""
+        pre = (s + torch.rand(s.numel(), generator=g, dtype=torch.float64)) / 2
+        correct = torch.rand(s.numel(), generator=g, dtype=torch.float64) < p_correct
+        return cls(name, s, correct, pre, groups)
+
+    @classmethod
+    def discrete(cls, levels: int, n: int = 100_000, seed: int = 12345, rare_share: float = 0.0) -> Population:
+        """Scores on ``levels`` values ``(i + 0.5) / levels`` (equal shares), ``P(correct | s) = s``: heavy ties.
+
+        A subject prior takes about 57 values; rounded confidences and logged API probabilities
+        take few. With ``rare_share > 0`` a group ``"rare"`` of that share (every third level
+        shifted down: a harder group) is added beside ``"common"``, for per-group policies on a
+        tiny group.
+        """
+        g = torch.Generator().manual_seed(seed)
+        level = torch.randint(0, levels, (n,), generator=g)
+        s = (level.double() + 0.5) / levels
+        p = s.clone()
+        groups = None
+        if rare_share > 0:
+            rare = torch.rand(n, generator=g, dtype=torch.float64) < rare_share
+            p = torch.where(rare, s**2, s)
+            groups = tuple("rare" if r else "common" for r in rare.tolist())
+        return cls._build(f"discrete, {levels} levels (N={n})", s, p, g, groups)
+
+    @classmethod
+    def tied_extremes(cls, n: int = 100_000, seed: int = 12345) -> Population:
+        """30% of scores exactly 1.0 (right 97% of the time), 20% exactly 0.0 (right 15%), the rest U(0, 1) with P = s.
+
+        Logged confidences of strong models put a quarter to a half of all scores at exactly 1.0.
+        """
+        g = torch.Generator().manual_seed(seed)
+        u = torch.rand(n, generator=g, dtype=torch.float64)
+        s = torch.rand(n, generator=g, dtype=torch.float64)
+        s = torch.where(u < 0.3, 1.0, torch.where(u < 0.5, 0.0, s))
+        p = torch.where(u < 0.3, 0.97, torch.where(u < 0.5, 0.15, s))
+        return cls._build(f"ties at 0 and 1 (N={n})", s, p, g, None)
+
+    @classmethod
+    def saturated(cls, n: int = 100_000, seed: int = 12345) -> Population:
+        """Confidences bunched in [0.99, 1): ``s = 1 - 10**-u``, ``u ~ U(2, 7)``, P(wrong | u) = 0.6 ((7 - u) / 5)^2.
+
+        Strong models' confidences look like this; an even grid of 1,001 thresholds offers only
+        0.99, 0.999 and 1.0 among them. At alpha = 0.1 the best threshold accepts about 71%.
+        """
+        g = torch.Generator().manual_seed(seed)
+        u = 2 + 5 * torch.rand(n, generator=g, dtype=torch.float64)
+        s = 1 - torch.pow(10.0, -u)
+        return cls._build(f"saturated in [0.99, 1) (N={n})", s, 1 - 0.6 * ((7 - u) / 5) ** 2, g, None)
+
+    @classmethod
+    def hopeless(cls, n: int = 100_000, seed: int = 12345) -> Population:
+        """Scores U(0, 1) that say nothing: the model is right half the time whatever the score.
+
+        No threshold has an error rate below 0.5, so an error-rate policy at alpha < 0.5 must certify
+        nothing (and accept nothing).
+        """
+        g = torch.Generator().manual_seed(seed)
+        s = torch.rand(n, generator=g, dtype=torch.float64)
+        return cls._build(f"uninformative scores (N={n})", s, torch.full_like(s, 0.5), g, None)
+
     @classmethod
     def recorded(cls, target: str = "qwen2.5-1.5b", probe: str = "smollm2-135m") -> Population:
         """The shipped recordings: the target's max option probability as score, the probe's as pre score.

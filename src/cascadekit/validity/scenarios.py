@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import torch
 
+from cascadekit._fitting import decide_threshold
 from cascadekit.calibrators import (
     BudgetCalibrator,
     ConformalCalibrator,
@@ -17,11 +18,14 @@ from cascadekit.calibrators import (
     MondrianCalibrator,
     RiskControlCalibrator,
     SequentialProfiler,
+    ThresholdCalibrator,
     TwoStageCalibrator,
 )
+from cascadekit.calibrators._stats import default_threshold_grid
+from cascadekit.cascade import fit_stage_calibrators
 from cascadekit.cost import LinearCost
-from cascadekit.exceptions import CascadeInputError
-from cascadekit.validity.population import Population
+from cascadekit.exceptions import CascadeInputError, NotCertifiedError
+from cascadekit.validity.population import Population, error_among_accepted
 
 __all__ = ["Scenario", "ValidityReport", "builtin_scenarios", "run_validity"]
 
@@ -33,6 +37,11 @@ Guarantee = Literal["probability", "expectation"]
 
 def _fit_scores(calibrator: Any, sample: Population) -> Any:
     return calibrator.fit(sample.scores, sample.correct)
+
+
+def _refused_uncertified(fitted: Any) -> bool:
+    """The policy certified nothing (``certified_`` False) and so accepts nothing."""
+    return not bool(getattr(fitted, "certified_", True))
 
 
 @dataclass(frozen=True)
@@ -49,8 +58,7 @@ class Scenario:
     make : callable ``seed -> calibrator``
         A new, unfitted calibrator (the seed is for policies that draw their own randomness).
     risk : callable ``(fitted, population) -> float``
-        The fitted policy's risk on the whole population, the quantity the guarantee bounds. NaN
-        means the policy makes no claim on this draw (it warned that nothing could be certified).
+        The fitted policy's risk on the whole population, the quantity the guarantee bounds.
     accepted : callable ``(fitted, population) -> float``
         Share of the population it lets through (to show the guarantee is not met vacuously).
     bound : float
@@ -59,6 +67,16 @@ class Scenario:
         The guarantee's 1 - delta level; None for a guarantee in expectation.
     fit : callable ``(calibrator, sample) -> fitted``
         How a calibration sample is fed to the policy (default ``fit(scores, correct)``).
+    risk_name : str
+        What ``risk`` measures, e.g. ``"P(wrong | accepted)"``.
+    refused : callable ``fitted -> bool``
+        Whether the fitted policy refused to act on this draw (certified nothing and accepts
+        nothing); default: its ``certified_`` attribute is False. A ``fit`` that raises
+        :class:`~cascadekit.exceptions.NotCertifiedError` is a refusal too. A refusal is not a
+        violation when it keeps the bound (accepting nothing has error rate 0); the risk is still
+        measured, so a policy that "refuses" by doing something costly is caught.
+    best_accepted : float or None
+        Share of the population the best threshold at the bound accepts (the oracle), when known.
     """
 
     policy: str
@@ -70,6 +88,9 @@ class Scenario:
     bound: float
     delta: float | None
     fit: Callable[[Any, Population], Any] = field(default=_fit_scores)
+    risk_name: str = "P(wrong | accepted)"
+    refused: Callable[[Any], bool] = field(default=_refused_uncertified)
+    best_accepted: float | None = None
 
     @property
     def guarantee(self) -> Guarantee:
@@ -93,18 +114,23 @@ class ValidityReport:
     bound, delta : float, float or None
     draws : int
     violations : int
-        Draws whose fitted policy's population risk exceeded ``bound``.
-    no_claim : int
-        Draws on which the policy made no claim (risk NaN); they are not violations.
-    violation_rate : float
-        ``violations / draws``.
+        Draws whose fitted policy's population risk exceeded ``bound`` (refusals included: a
+        refusal that breaks the bound is a violation).
+    refused : int
+        Draws on which the policy refused to act: it certified nothing and accepts nothing, or
+        its ``fit`` raised :class:`~cascadekit.exceptions.NotCertifiedError`.
+    violation_rate, refusal_rate : float
+        ``violations / draws`` and ``refused / draws``.
     mean_risk, sd_risk : float
-        Over the draws with a claim.
+        Over the draws that were not refused by raising (a raised refusal has no policy to measure).
     mean_accepted : float
-        Mean share of the population let through.
+        Mean share of the population let through (0 on a raised refusal).
+    best_accepted : float or None
+        The oracle's share at the bound (the scenario's ``best_accepted``).
     allowed : float
         The largest violation rate (probability) or mean risk (expectation) that passes.
     holds : bool
+    risk_name : str
     """
 
     scenario: str
@@ -113,13 +139,16 @@ class ValidityReport:
     delta: float | None
     draws: int
     violations: int
-    no_claim: int
+    refused: int
     violation_rate: float
+    refusal_rate: float
     mean_risk: float
     sd_risk: float
     mean_accepted: float
+    best_accepted: float | None
     allowed: float
     holds: bool
+    risk_name: str
 
 
 def run_validity(scenario: Scenario, draws: int = 1000, z: float = 3.0, first_seed: int = 0) -> ValidityReport:
@@ -151,20 +180,28 @@ def run_validity(scenario: Scenario, draws: int = 1000, z: float = 3.0, first_se
     if isinstance(draws, bool) or not isinstance(draws, int) or draws < 2:
         msg = f"run_validity: `draws` must be an int >= 2, got {draws!r}."
         raise CascadeInputError(msg)
-    risks, accepted = [], []
+    risks, accepted, refused = [], [], 0
     for seed in range(first_seed, first_seed + draws):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # "nothing certified": recorded as no claim
-            fitted = scenario.fit(scenario.make(seed), scenario.population.draw(scenario.n, seed))
+        sample = scenario.population.draw(scenario.n, seed)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                fitted = scenario.fit(scenario.make(seed), sample)
+        except NotCertifiedError:  # the policy refused to act: no decisions, nothing to violate
+            refused += 1
+            risks.append(float("nan"))
+            accepted.append(0.0)
+            continue
+        refused += bool(scenario.refused(fitted))
         risks.append(scenario.risk(fitted, scenario.population))
         accepted.append(scenario.accepted(fitted, scenario.population))
     r = torch.tensor(risks, dtype=torch.float64)
-    claimed = r[~r.isnan()]
-    violations = int((claimed > scenario.bound + 1e-12).sum())
-    mean = float(claimed.mean()) if claimed.numel() else 0.0
-    sd = float(claimed.std()) if claimed.numel() > 1 else 0.0
+    acted = r[~r.isnan()]
+    violations = int((acted > scenario.bound + 1e-12).sum())
+    mean = float(acted.mean()) if acted.numel() else 0.0
+    sd = float(acted.std()) if acted.numel() > 1 else 0.0
     if scenario.delta is None:
-        allowed = scenario.bound + z * sd / math.sqrt(max(claimed.numel(), 1))
+        allowed = scenario.bound + z * sd / math.sqrt(max(acted.numel(), 1))
         holds = mean <= allowed
     else:
         allowed = scenario.delta + z * math.sqrt(scenario.delta * (1 - scenario.delta) / draws)
@@ -176,13 +213,16 @@ def run_validity(scenario: Scenario, draws: int = 1000, z: float = 3.0, first_se
         delta=scenario.delta,
         draws=draws,
         violations=violations,
-        no_claim=int(r.isnan().sum()),
+        refused=refused,
         violation_rate=violations / draws,
+        refusal_rate=refused / draws,
         mean_risk=mean,
         sd_risk=sd,
         mean_accepted=float(torch.tensor(accepted, dtype=torch.float64).mean()),
+        best_accepted=scenario.best_accepted,
         allowed=allowed,
         holds=holds,
+        risk_name=scenario.risk_name,
     )
 
 
@@ -199,20 +239,23 @@ def _threshold_risk(method: str, *extra: Any) -> Callable[[Any, Population], flo
     return risk
 
 
-def _certified_risk(method: str, *extra: Any, no_claim_if_none: bool = False) -> Callable[[Any, Population], float]:
-    """Largest population risk over *every* certified threshold (Learn-then-Test's family-wise claim)."""
+def _certified_risk(method: str, *extra: Any) -> Callable[[Any, Population], float]:
+    """Largest population risk over *every* certified threshold and the one in use (Learn-then-Test's claim).
+
+    The threshold in use is included so that a policy which certified nothing and still acts
+    (accepting nothing at a price above the bound) is measured as what it does.
+    """
 
     def risk(fitted: Any, pop: Population) -> float:
-        certified = fitted.grid_[fitted.valid_]
-        if certified.numel() == 0:
-            return float("nan") if no_claim_if_none else 0.0
-        return float(getattr(pop, method)(certified, *extra).max())
+        used = torch.tensor([fitted.threshold_], dtype=torch.float64)
+        thresholds = torch.cat([fitted.grid_[fitted.valid_].to(torch.float64), used])
+        return float(getattr(pop, method)(thresholds, *extra).max())
 
     return risk
 
 
 def _accepted_share(fitted: Any, pop: Population) -> float:
-    return float((pop.scores >= fitted.threshold_).double().mean())
+    return float(decide_threshold(pop.scores, fitted.threshold_).double().mean())
 
 
 def _two_stage_fit(calibrator: Any, sample: Population) -> Any:
@@ -220,17 +263,60 @@ def _two_stage_fit(calibrator: Any, sample: Population) -> Any:
     return calibrator.fit(sample.pre_scores, sample.scores, sample.correct)
 
 
+def _pair_error(pop: Population, t_pre: float, post: torch.Tensor) -> torch.Tensor:
+    """P(wrong | pre score >= t_pre and score >= t) for each t of ``post``, on the population."""
+    assert pop.pre_scores is not None
+    keep = decide_threshold(pop.pre_scores, t_pre)
+    if not bool(keep.any()):
+        return torch.zeros(post.numel(), dtype=torch.float64)
+    return error_among_accepted(pop.scores[keep], pop.correct[keep], post.to(torch.float64))
+
+
 def _two_stage_risk(fitted: Any, pop: Population) -> float:
-    """Largest P(wrong | answered) over every certified (pre, post) pair."""
+    """Largest P(wrong | answered) over every certified (pre, post) pair and the pair in use."""
+    used = float(_pair_error(pop, fitted.pre_threshold_, torch.tensor([fitted.post_threshold_]))[0])
     if not bool(fitted.valid_.any()):
-        return 0.0
-    return float(pop.two_stage_error(fitted.grid_pre_, fitted.grid_post_)[fitted.valid_].max())
+        return used
+    return max(used, float(pop.two_stage_error(fitted.grid_pre_, fitted.grid_post_)[fitted.valid_].max()))
 
 
 def _two_stage_accepted(fitted: Any, pop: Population) -> float:
     assert pop.pre_scores is not None
-    answered = (pop.pre_scores >= fitted.pre_threshold_) & (pop.scores >= fitted.post_threshold_)
+    answered = decide_threshold(pop.pre_scores, fitted.pre_threshold_) & decide_threshold(
+        pop.scores, fitted.post_threshold_
+    )
     return float(answered.double().mean())
+
+
+def _cascade_fit(split: float | None) -> Callable[[Any, Population], Any]:
+    """Fit the (pre, post) calibrator pair as :meth:`cascadekit.Cascade.fit` does, via :func:`fit_stage_calibrators`."""
+
+    def fit(pair: Any, sample: Population) -> Any:
+        assert sample.pre_scores is not None
+        pre, post, _, _ = fit_stage_calibrators(
+            pair[0], pair[1], sample.pre_scores, sample.scores, sample.correct, split=split, seed=pair[2]
+        )
+        return pre, post
+
+    return fit
+
+
+def _cascade_risk(fitted: Any, pop: Population) -> float:
+    """Largest P(wrong | run and answered) over the post stage's certified thresholds and the one in use."""
+    pre, post = fitted
+    thresholds = torch.cat([post.grid_[post.valid_], torch.tensor([post.threshold_], dtype=torch.float64)])
+    return float(_pair_error(pop, pre.threshold_, thresholds).max())
+
+
+def _cascade_accepted(fitted: Any, pop: Population) -> float:
+    assert pop.pre_scores is not None
+    pre, post = fitted
+    return float((pre.decide(pop.pre_scores) & post.decide(pop.scores)).double().mean())
+
+
+def _cascade_refused(fitted: Any) -> bool:
+    """The post stage certified nothing, or the pre stage runs nothing."""
+    return not fitted[1].certified_ or fitted[0].threshold_ == math.inf
 
 
 def _mondrian_fit(calibrator: Any, sample: Population) -> Any:
@@ -238,25 +324,33 @@ def _mondrian_fit(calibrator: Any, sample: Population) -> Any:
 
 
 def _mondrian_risk(label: str) -> Callable[[Any, Population], float]:
-    """P(wrong | accepted) within group ``label`` under that group's own calibrator (NaN if it had none)."""
+    """P(wrong | accepted) within group ``label`` under the fitted policy's own decisions for that group."""
 
     def risk(fitted: Any, pop: Population) -> float:
-        cal = fitted.group_calibrators_.get(label)
-        if cal is None:
-            return float("nan")
-        return float(pop.group(label).error_among_accepted(torch.tensor([cal.threshold_]))[0])
+        part = pop.group(label)
+        accept = fitted.decide(part.scores, [label] * len(part))
+        n = int(accept.sum())
+        return float((~part.correct[accept]).sum()) / n if n else 0.0
 
     return risk
 
 
 def _mondrian_accepted(label: str) -> Callable[[Any, Population], float]:
     def accepted(fitted: Any, pop: Population) -> float:
-        cal = fitted.group_calibrators_.get(label)
         part = pop.group(label)
-        t = cal.threshold_ if cal is not None else fitted.pooled_.threshold_
-        return float((part.scores >= t).double().mean())
+        return float(fitted.decide(part.scores, [label] * len(part)).double().mean())
 
     return accepted
+
+
+def _mondrian_refused(label: str) -> Callable[[Any], bool]:
+    """The group has no calibrator of its own (too small: rejected) or its own one certified nothing."""
+
+    def refused(fitted: Any) -> bool:
+        own = fitted.group_calibrators_.get(label)
+        return own is None or not own.certified_
+
+    return refused
 
 
 def builtin_scenarios(
@@ -272,11 +366,12 @@ def builtin_scenarios(
     Parameters
     ----------
     population : Population
-        Needs ``pre_scores`` for the two-stage scenario and ``groups`` for the Mondrian ones
-        (one scenario per group); without them those scenarios are left out.
+        Needs ``pre_scores`` for the two-stage and cascade scenarios and ``groups`` for the Mondrian
+        ones (one scenario per group); without them those scenarios are left out.
     n : int, default 1000
         Calibration items per draw. The sequential profiler gets a pool of ``4 * n`` to walk, and the
-        Mondrian calibrator ``4 * n`` items to split into groups of at least ``n // 4``.
+        Mondrian calibrator ``4 * n`` items to split into groups of at least ``n // 4`` (smaller
+        groups are rejected: ``small_groups="reject"``).
     alpha, delta : float
         Error-rate bound and confidence for the error-rate policies; ``alpha / 2`` for the share of
         all items answered wrongly (conformal risk control).
@@ -293,11 +388,13 @@ def builtin_scenarios(
     """
     cost = cost if cost is not None else LinearCost(1.0, 3.0, 6.0)
     if cost_bound is None:
-        grid = torch.linspace(0, 1, 1001, dtype=torch.float64)
+        grid = default_threshold_grid()
         curve = population.cost_per_item(grid, cost, "post")
         abstain = float(population.cost_per_item(torch.tensor([math.inf]), cost, "post")[0])
         cost_bound = round(float(curve.min()) + 0.75 * (abstain - float(curve.min())), 3)
     crc_alpha = alpha / 2
+    best = population.best_accepted(alpha)
+    cost_name = f"mean cost per item, (c, S, E) = ({cost.c_infer:g}, {cost.c_skip:g}, {cost.c_error:g}), post"
     out = [
         Scenario(
             f"ConformalCalibrator(alpha={alpha}, delta={delta})",
@@ -308,6 +405,7 @@ def builtin_scenarios(
             _accepted_share,
             alpha,
             delta,
+            best_accepted=best,
         ),
         Scenario(
             f"LearnThenTestCalibrator(alpha={alpha}, delta={delta}, fwer='holm', pvalue='hoeffding_bentkus')",
@@ -318,29 +416,32 @@ def builtin_scenarios(
             _accepted_share,
             alpha,
             delta,
+            best_accepted=best,
         ),
         Scenario(
             f"LearnThenTestCalibrator(alpha={cost_bound}, delta={delta}, risk='cost_per_item', stage='post')",
             population,
             n,
             lambda _seed: LearnThenTestCalibrator(cost_bound, delta, risk="cost_per_item", cost=cost, stage="post"),
-            _certified_risk("cost_per_item", cost, "post", no_claim_if_none=True),
+            _certified_risk("cost_per_item", cost, "post"),
             _accepted_share,
             cost_bound,
             delta,
+            risk_name=cost_name,
         ),
         Scenario(
             f"BudgetCalibrator(budget={cost_bound}, delta={delta}, stage='post')",
             population,
             n,
             lambda _seed: BudgetCalibrator(cost_bound, cost, delta=delta, stage="post"),
-            _certified_risk("cost_per_item", cost, "post", no_claim_if_none=True),
+            _certified_risk("cost_per_item", cost, "post"),
             _accepted_share,
             cost_bound,
             delta,
+            risk_name=cost_name,
         ),
         Scenario(
-            f"RiskControlCalibrator(alpha={crc_alpha}) [share of all items answered wrongly]",
+            f"RiskControlCalibrator(alpha={crc_alpha})",
             population,
             n,
             lambda _seed: RiskControlCalibrator(crc_alpha),
@@ -348,6 +449,8 @@ def builtin_scenarios(
             _accepted_share,
             crc_alpha,
             None,
+            risk_name="share of all items answered wrongly",
+            refused=lambda fitted: fitted.threshold_ == math.inf,
         ),
         Scenario(
             f"SequentialProfiler(alpha={alpha}, delta={delta}) [pool of {4 * n}]",
@@ -358,9 +461,13 @@ def builtin_scenarios(
             _accepted_share,
             alpha,
             delta,
+            best_accepted=best,
         ),
     ]
     if population.pre_scores is not None:
+        # the cascade's pre-gate skips only items unlikely to be right: S = 5 makes running worth it
+        # whenever the chance of a right answer beats 1/3 (c = 1, E = 6)
+        pre_cost = LinearCost(1.0, 5.0, 6.0)
         out.append(
             Scenario(
                 f"TwoStageCalibrator(alpha={alpha}, delta={delta})",
@@ -372,21 +479,43 @@ def builtin_scenarios(
                 alpha,
                 delta,
                 fit=_two_stage_fit,
+                risk_name="P(wrong | run and answered)",
+            )
+        )
+        out.append(
+            Scenario(
+                f"Cascade(pre=ThresholdCalibrator, post=ConformalCalibrator(alpha={alpha}, delta={delta}), split=0.5)",
+                population,
+                n,
+                lambda seed: (ThresholdCalibrator(pre_cost, stage="pre"), ConformalCalibrator(alpha, delta), seed),
+                _cascade_risk,
+                _cascade_accepted,
+                alpha,
+                delta,
+                fit=_cascade_fit(0.5),
+                risk_name="P(wrong | run and answered)",
+                refused=_cascade_refused,
             )
         )
     if population.groups is not None:
-        out.extend(
-            Scenario(
-                f"MondrianCalibrator(ConformalCalibrator(alpha={alpha}, delta={delta})) [group {label!r}]",
-                population,
-                4 * n,
-                lambda _seed: MondrianCalibrator(ConformalCalibrator(alpha, delta), min_group_size=n // 4),
-                _mondrian_risk(label),
-                _mondrian_accepted(label),
-                alpha,
-                delta,
-                fit=_mondrian_fit,
+        for label in sorted(set(population.groups)):
+            group = population.group(label)
+            out.append(
+                Scenario(
+                    f"MondrianCalibrator(ConformalCalibrator(alpha={alpha}, delta={delta})) [group {label!r}]",
+                    population,
+                    4 * n,
+                    lambda _seed: MondrianCalibrator(
+                        ConformalCalibrator(alpha, delta), min_group_size=n // 4, small_groups="reject"
+                    ),
+                    _mondrian_risk(label),
+                    _mondrian_accepted(label),
+                    alpha,
+                    delta,
+                    fit=_mondrian_fit,
+                    risk_name=f"P(wrong | accepted, group {label!r})",
+                    refused=_mondrian_refused(label),
+                    best_accepted=group.best_accepted(alpha),
+                )
             )
-            for label in sorted(set(population.groups))
-        )
     return out
