@@ -381,9 +381,10 @@ def write_docs(result: dict[str, Any], path: Path) -> None:
         best = {}
         for r in rows:
             best.setdefault(r["gate"], r)
-        plot = plot_share_captured(
+        plot = figures / f"share_{stage}.png"
+        plot_share_captured(
             {g: (r["share_mean_over_triples"], *r["share_ci95"]) for g, r in best.items()},
-            figures / f"share_{stage}.png",
+            plot,
             title=f"{title}: best calibrator per gate",
         )
         lines += ["", f"![{title}](figures/{plot.name})", ""]

@@ -73,7 +73,8 @@ def row(name: str, b: ck.CostBreakdown, base: ck.Baselines) -> dict[str, object]
         "total_cost": round(b.total, 2),
         "cost_per_item": round(b.mean, 4),
         "runs": b.n_ran,
-        "skips": b.n_items - b.n_answered,
+        "skips": b.n_skipped,
+        "abstains": b.n_abstained,
         "wrong": b.n_wrong,
         "accuracy_answered": None if math.isnan(b.accuracy_answered) else round(b.accuracy_answered, 4),
         "savings_captured": round(ck.savings_captured(b.total, base), 4),
@@ -95,7 +96,7 @@ def policy_table(
             model,
             cost,
             post_gate=ck.MaxProbGate(),
-            calibrator=ck.ConformalCalibrator(alpha=args.alpha, delta=args.delta, cost=cost, stage="post"),
+            calibrator=("conformal", {"alpha": args.alpha, "delta": args.delta}),
         ),
     }
     for name, gate in gates.items():
@@ -123,8 +124,8 @@ def policy_table(
 
 
 def print_table(rows: list[dict[str, object]], title: str) -> None:
-    cols = ["policy", "total_cost", "runs", "skips", "wrong", "accuracy_answered", "savings_captured"]
-    heads = ["policy", "total cost", "runs", "skips", "wrong", "acc. answered", "share of oracle savings"]
+    cols = ["policy", "total_cost", "runs", "skips", "abstains", "wrong", "accuracy_answered", "savings_captured"]
+    heads = ["policy", "total cost", "runs", "skips", "abstains", "wrong", "acc. answered", "share of oracle savings"]
     cells = [[("-" if r[c] is None else str(r[c])) for c in cols] for r in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(heads)]
     print(title)
@@ -134,14 +135,14 @@ def print_table(rows: list[dict[str, object]], title: str) -> None:
 
 
 def markdown_table(rows: list[dict[str, object]], title: str, command: str) -> str:
-    cols = ["policy", "total_cost", "runs", "skips", "wrong", "accuracy_answered", "savings_captured"]
+    cols = ["policy", "total_cost", "runs", "skips", "abstains", "wrong", "accuracy_answered", "savings_captured"]
     lines = [
         f"### {title}",
         "",
         f"`{command}`",
         "",
-        "| policy | total cost | runs | skips | wrong | acc. answered | share of oracle savings |",
-        "|---|---|---|---|---|---|---|",
+        "| policy | total cost | runs | skips | abstains | wrong | acc. answered | share of oracle savings |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     lines += ["| " + " | ".join("-" if r[c] is None else str(r[c]) for c in cols) + " |" for r in rows]
     return "\n".join(lines) + "\n\n"

@@ -12,7 +12,10 @@ cat > "$out" <<'MD'
 Written by `bash scripts/write_results.sh`, which runs `examples/mmlu_gate.py` for three cost
 triples. Share of oracle savings = (best constant cost - policy cost) / (best constant cost -
 oracle cost), where the constants are always-run and always-skip: post-inference policies pay c
-on every item and can land below 0 in this frame (see docs/concepts.md).
+on every item and can land below 0 in this frame (see docs/concepts.md). *Skips* are items never
+run; *abstains* are items run whose answer was not used (both cost S). The two-gate row fits its
+pre-gate calibrator on half of the calibration items and its post-gate calibrator on the other
+half (`Cascade(split=0.5)`, see docs/guarantees.md).
 
 MD
 for triple in "1 3 6" "1 2 4" "1 5 10"; do
@@ -20,4 +23,5 @@ for triple in "1 3 6" "1 2 4" "1 5 10"; do
   python examples/mmlu_gate.py --c "$1" --S "$2" --E "$3" --markdown "$out" > /dev/null
 done
 python benchmarks/bench_gates.py --splits "$splits" --json-out benchmarks/results/gates.json --docs docs/results.md > /dev/null
+python benchmarks/validate_guarantees.py --json-out benchmarks/results/validity.json --docs docs/guarantees.md > /dev/null
 python benchmarks/bench_guarantees.py --json-out benchmarks/results/guarantees.json --docs docs/guarantees.md > /dev/null

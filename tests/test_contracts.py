@@ -28,8 +28,11 @@ def test_calibrator_contract(calibrator) -> None:
 
 @pytest.mark.parametrize("name", ck.calibrators.CALIBRATORS)
 def test_named_calibrators_pass_the_contract(name) -> None:
-    kwargs = {"alpha": 0.2} if name == "conformal" else {}
-    check_calibrator(ck.make_calibrator(name, cost=COST, stage="post", **kwargs))
+    kwargs: dict = {"alpha": 0.2} if name in ("conformal", "ltt", "risk_control", "profiler") else {}
+    if name == "budget":
+        kwargs = {"budget": 3.1}
+    stage = "pre" if name == "budget" else "post"  # skipping everything (3) is within the budget
+    check_calibrator(ck.make_calibrator(name, cost=COST, stage=stage, **kwargs))
 
 
 @pytest.mark.parametrize("gate", [ck.MaxProbGate(), ck.MarginGate(), ck.EntropyGate(cost=0.01)], ids=repr)

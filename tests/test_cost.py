@@ -99,9 +99,10 @@ def test_bad_outcomes() -> None:
     t = torch.tensor([True, False])
     with pytest.raises(CascadeInputError, match=r"answered.*not `ran`"):
         linear_item_costs(torch.tensor([False, False]), t, t, 1, 3, 6)
-    expected = r"`correct` must be a 1-D bool tensor, got shape \(2,\) dtype torch\.int64"
+    expected = r"`correct` must be bool or 0/1 labels, got values such as \[2\]"
     with pytest.raises(CascadeInputError, match=expected):
-        linear_item_costs(t, t, torch.tensor([1, 0]), 1, 3, 6)
+        linear_item_costs(t, t, torch.tensor([1, 2]), 1, 3, 6)
+    assert linear_item_costs(t, t, torch.tensor([1, 0]), 1, 3, 6).tolist() == [1.0, 3.0]  # 0/1 labels are fine
     with pytest.raises(CascadeInputError, match="length 3"):
         linear_item_costs(t, t, torch.tensor([True, True, True]), 1, 3, 6)
     with pytest.raises(CascadeInputError, match="c_token"):

@@ -48,7 +48,7 @@ def pre_cost(t: float, cost: ck.LinearCost = COST) -> float:
         ck.RiskControlCalibrator(alpha=0.1),
         ck.LearnThenTestCalibrator(alpha=0.2, delta=0.1, fwer="holm"),
         ck.LearnThenTestCalibrator(alpha=3.1, risk="cost_per_item", cost=COST, stage="pre"),
-        ck.BudgetCalibrator(budget=3.1, cost=COST),
+        ck.BudgetCalibrator(budget=3.1, cost=COST, stage="pre"),
         ck.MondrianCalibrator(ck.ThresholdCalibrator(COST), min_group_size=10),
     ],
     ids=repr,
@@ -138,7 +138,7 @@ def test_budget_validity_and_choice() -> None:
     for seed in range(draws):
         s, y = synthetic(4000, seed)
         try:
-            cal = ck.BudgetCalibrator(budget, COST, delta=delta).fit(s, y)
+            cal = ck.BudgetCalibrator(budget, COST, delta=delta, stage="pre").fit(s, y)
         except ck.NotCertifiedError:
             continue  # refused to act (skipping all costs 3 > budget): not a violation
         t = cal.threshold_
@@ -153,9 +153,9 @@ def test_budget_validity_and_choice() -> None:
 def test_budget_refuses_when_nothing_fits() -> None:
     # skipping everything costs 3 > 1, and nothing is certified: no policy keeps the bound
     with pytest.raises(ck.NotCertifiedError, match=r"no threshold is certified within 1.0 per item"):
-        ck.BudgetCalibrator(1.0, COST).fit(*synthetic(500, 0))
+        ck.BudgetCalibrator(1.0, COST, stage="pre").fit(*synthetic(500, 0))
     with pytest.warns(UserWarning, match="breaks the bound"):
-        ck.BudgetCalibrator(1.0, COST, if_uncertified="warn").fit(*synthetic(500, 0))
+        ck.BudgetCalibrator(1.0, COST, stage="pre", if_uncertified="warn").fit(*synthetic(500, 0))
 
 
 def test_ltt_settings_errors() -> None:
@@ -311,7 +311,10 @@ def test_two_stage_in_a_cascade() -> None:
         calibrator=TwoStageCalibrator(alpha=0.3, delta=0.1, cost=COST),
     ).fit(CAL)
     joint = cascade.joint_calibrator_
-    assert cascade.pre_calibrator_.threshold_ == joint.pre_threshold_
+    assert isinstance(joint, TwoStageCalibrator)  # protocol dispatch: a JointCalibrator, no special case
+    probe = torch.linspace(0, 1, 11)
+    assert torch.equal(cascade.pre_calibrator_.decide(probe), joint.decide_pre(probe))
+    assert torch.equal(cascade.post_calibrator_.decide(probe), joint.decide_post(probe))
     result = cascade.run(TEST)
     assert torch.equal(result.ran, result.pre_scores >= joint.pre_threshold_)
     with pytest.raises(ck.CascadeInputError, match="needs both a pre_gate and a post_gate"):

@@ -135,8 +135,105 @@ def test_bad_weight_layout(tmp_path) -> None:
 
 
 def test_missing_gguf_file_is_a_clear_error(tmp_path) -> None:
-    with pytest.raises(CascadeInputError, match="does not exist"):
+    with pytest.raises(CascadeInputError, match=r"no such folder or file: .*nope\.gguf"):
         HFChoiceModel.from_pretrained(tmp_path / "nope.gguf")
+    with pytest.raises(CascadeInputError, match=r"no such folder or file: .*nope\.gguf"):
+        HFChoiceModel.from_pretrained(str(tmp_path / "nope.gguf"))
+    # an existing folder without the named GGUF file inside it
+    with pytest.raises(CascadeInputError, match=r"no such folder or file: .*inside\.gguf"):
+        HFChoiceModel.from_pretrained(tmp_path, gguf_file="inside.gguf")
+
+
+@pytest.mark.parametrize(
+    "source",
+    ["/no/such/dir", "./no-such-dir", "../no-such-dir", "~/no-such-cascadekit-model", "no-such.gguf", "a/b/c"],
+)
+def test_missing_local_path_is_a_clear_error(monkeypatch, tmp_path, source: str) -> None:
+    import transformers
+
+    def unreachable(*args, **kwargs):
+        raise AssertionError("transformers must not be asked to load a missing local path")
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", unreachable)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CascadeInputError, match="no such folder or file: ") as err:
+        HFChoiceModel.from_pretrained(source)
+    assert source.lstrip("~./").split("/")[-1] in str(err.value)
+    assert "Repo id" not in str(err.value)
+    with pytest.raises(CascadeInputError, match="no such folder or file: "):
+        HFChoiceModel.from_pretrained(tmp_path / "no-such-dir")  # a Path is always local
+
+
+@pytest.mark.parametrize("hub_id", ["Qwen/Qwen2.5-1.5B-Instruct", "gpt2"])
+def test_hub_ids_still_go_to_transformers(monkeypatch, tmp_path, hub_id: str) -> None:
+    import transformers
+
+    asked: list[str] = []
+
+    def fake(source, *args, **kwargs):
+        asked.append(source)
+        raise OSError("offline")
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", fake)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(OSError, match="offline"):
+        HFChoiceModel.from_pretrained(hub_id)
+    assert asked == [hub_id]
+
+
+def test_existing_relative_folder_loads(monkeypatch, tmp_path) -> None:
+    MODEL.save_pretrained(tmp_path / "tiny")
+    TOKENIZER.save_pretrained(tmp_path / "tiny")
+    monkeypatch.chdir(tmp_path)
+    for source in ("tiny", "./tiny"):
+        assert HFChoiceModel.from_pretrained(source, dtype="float32").name == source
+
+
+def test_cache_keyword_follows_the_forward_signature() -> None:
+    from cascadekit.models._prefix import cache_keyword
+
+    class New(torch.nn.Module):
+        def forward(self, input_ids=None, cache=None, use_cache=None, **kwargs):
+            return input_ids
+
+    class Old(torch.nn.Module):
+        def forward(self, input_ids=None, past_key_values=None, use_cache=None, **kwargs):
+            return input_ids
+
+    assert cache_keyword(New()) == "cache"
+    assert cache_keyword(Old()) == "past_key_values"
+    import inspect
+
+    expected = "cache" if "cache" in inspect.signature(MODEL.get_decoder().forward).parameters else "past_key_values"
+    assert cache_keyword(MODEL.get_decoder()) == expected
+
+
+def test_cache_layers_reads_every_cache_form() -> None:
+    from types import SimpleNamespace
+
+    from cascadekit.models._prefix import cache_layers
+
+    k, v = torch.zeros(1, 2, 3, 4), torch.ones(1, 2, 3, 4)
+    new = SimpleNamespace(cache=SimpleNamespace(layers=[SimpleNamespace(keys=k, values=v)]))
+    lists = SimpleNamespace(past_key_values=SimpleNamespace(key_cache=[k], value_cache=[v]))
+    legacy = SimpleNamespace(past_key_values=((k, v),))
+    for out in (new, lists, legacy):
+        [(keys, values)] = cache_layers(out)
+        assert keys is k
+        assert values is v
+
+
+def test_scoring_uses_no_deprecated_transformers_api() -> None:
+    import warnings
+
+    model = HFChoiceModel(MODEL, TOKENIZER, batch_size=3, n_shots=2, exemplars=EXEMPLARS, min_prefix_tokens=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.score(ITEMS)
+        model.early_hidden_states(ITEMS, [1])
+    deprecations = [w for w in caught if issubclass(w.category, FutureWarning | DeprecationWarning)]
+    assert not [str(w.message) for w in deprecations if "past_key_values" in str(w.message)]
+    assert not [w for w in deprecations if issubclass(w.category, FutureWarning)]
 
 
 def test_bad_settings() -> None:

@@ -80,3 +80,113 @@ def test_pack_refuses_incomplete(model_dir, tmp_path) -> None:
     record(str(model_dir), ITEMS, out, dtype="float32", limit=3)
     with pytest.raises(CascadeInputError, match="8 of 11 items are not recorded"):
         pack_recording(out, ITEMS, tmp_path / "x.npz")
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def test_cli_prog_name_is_the_console_script(capsys) -> None:
+    from cascadekit.record import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--help"])
+    assert stop.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: cascadekit-record ")
+    assert "python -m" not in out
+    for command in ("run", "pack"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert capsys.readouterr().out.startswith(f"usage: cascadekit-record {command} ")
+
+
+def test_cli_every_option_has_help() -> None:
+    import argparse
+
+    from cascadekit.record import _parser
+
+    parser = _parser()
+    [sub] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert sorted(sub.choices) == ["pack", "run"]
+    helped = {a.dest: a.help for a in sub._choices_actions}
+    assert all(helped[name] for name in sub.choices)
+    for name, command in sub.choices.items():
+        for action in command._actions:
+            assert action.help, f"`{name} {'/'.join(action.option_strings) or action.dest}` has no help text"
+            assert action.help != argparse.SUPPRESS
+
+
+def test_cli_help_does_not_import_torch() -> None:
+    # `--help` must not pay for torch: record.py imports it (and numpy, transformers, the rest of
+    # cascadekit) inside the commands. Load record.py alone, under a bare `cascadekit` package.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import cascadekit.record
+
+    code = (
+        "import sys, types\n"
+        "pkg = types.ModuleType('cascadekit'); pkg.__path__ = [sys.argv[1]]; sys.modules['cascadekit'] = pkg\n"
+        "from cascadekit.record import main\n"
+        "try:\n"
+        "    main(['run', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = [m for m in ('torch', 'numpy', 'transformers', 'cascadekit.datasets') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    folder = str(Path(cascadekit.record.__file__).parent)
+    done = subprocess.run([sys.executable, "-c", code, folder], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "usage: cascadekit-record run" in done.stdout
+
+
+def _fake_recording(path, items) -> None:
+    rng = np.random.default_rng(0)
+    with path.open("w", encoding="utf-8") as fh:
+        for item_id in items.ids:
+            lp = np.log(rng.dirichlet(np.ones(4)))
+            fh.write(json.dumps({"id": item_id, "log_probs": lp.tolist(), "n_tokens": 50, "seconds": 0.01}) + "\n")
+    meta = {"model": "fake", "gguf_file": None, "n_shots": 0, "dtype": "float32", "n_items": len(items)}
+    path.with_suffix(".meta.json").write_text(json.dumps(meta), encoding="utf-8")
+
+
+def test_cli_pack_without_mmlu_uses_the_shipped_items(tmp_path, capsys) -> None:
+    from cascadekit.datasets import load_shipped_items
+    from cascadekit.record import main
+
+    items = load_shipped_items()
+    jsonl, npz, items_out = tmp_path / "rec.jsonl", tmp_path / "rec.npz", tmp_path / "items.json.gz"
+    _fake_recording(jsonl, items)
+    assert main(["pack", str(jsonl), "--out", str(npz), "--name", "fake model", "--items-out", str(items_out)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["model"] == "fake model"
+    assert summary["n_items"] == len(items)
+    rec = load_recording(str(npz))
+    assert rec.ids == items.ids
+    assert rec.model == "fake model"
+    assert items_out.stat().st_size > 0
+
+
+def test_cli_run_without_mmlu_records_the_shipped_items(model_dir, tmp_path, capsys) -> None:
+    from cascadekit.datasets import load_shipped_items
+    from cascadekit.record import main
+
+    out = tmp_path / "rec.jsonl"
+    args = ["run", "--model", str(model_dir), "--out", str(out), "--dtype", "float32", "--limit", "3", "--no-progress"]
+    assert main(args) == 0
+    assert "recorded 3 new items" in capsys.readouterr().out
+    assert sorted(read_records(out)) == sorted(load_shipped_items().ids[:3])
+
+
+def test_cli_options_still_required(capsys) -> None:
+    from cascadekit.record import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["pack", "rec.jsonl"])
+    assert stop.value.code == 2
+    assert "--out" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["run", "--out", "rec.jsonl"])
+    assert "--model" in capsys.readouterr().err

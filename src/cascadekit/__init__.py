@@ -2,45 +2,127 @@
 
 >>> import cascadekit as ck
 >>> ck.ConformalCalibrator(alpha=0.2, delta=0.1)
-ConformalCalibrator(alpha=0.2, delta=0.1, cost=None, stage='post')
+ConformalCalibrator(alpha=0.2, delta=0.1, cost=None, stage=None)
 """
 
-from cascadekit import calibration, datasets, evaluation, validity
-from cascadekit.calibrators import (
-    BayesCalibrator,
-    BudgetCalibrator,
-    ConformalCalibrator,
-    ConstantCalibrator,
-    LearnThenTestCalibrator,
-    MondrianCalibrator,
-    RiskControlCalibrator,
-    SequentialProfiler,
-    ThresholdCalibrator,
-    TwoStageCalibrator,
-    make_calibrator,
-)
-from cascadekit.cascade import DECISIONS, Cascade, CascadeResult
-from cascadekit.cost import CostBreakdown, LinearCost, bayes_decision
-from cascadekit.exceptions import CascadeInputError, NotCertifiedError, NotFittedError
-from cascadekit.gates import (
-    EarlyExitGate,
-    EmbeddingGate,
-    EntropyGate,
-    HFEmbedder,
-    HiddenStateGate,
-    MarginGate,
-    MaxProbGate,
-    OptionDistributionGate,
-    ProbeGate,
-    StackedGate,
-    SubjectPriorGate,
-)
-from cascadekit.items import ChoiceItems
-from cascadekit.metrics import Baselines, baselines, savings_captured
-from cascadekit.models import CachedModel, HFChoiceModel, RecordedModel
-from cascadekit.protocols import Calibrator, CostModel, Embedder, Gate, Model, ModelOutput
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cascadekit import calibration, datasets, evaluation, plots, validity
+    from cascadekit.calibrators import (
+        BayesCalibrator,
+        BudgetCalibrator,
+        ConformalCalibrator,
+        ConstantCalibrator,
+        LearnThenTestCalibrator,
+        MondrianCalibrator,
+        RiskControlCalibrator,
+        SequentialProfiler,
+        ThresholdCalibrator,
+        TwoStageCalibrator,
+        make_calibrator,
+    )
+    from cascadekit.cascade import DECISIONS, Cascade, CascadeResult
+    from cascadekit.cost import CostBreakdown, LinearCost, bayes_decision
+    from cascadekit.exceptions import CascadeInputError, NotCertifiedError, NotFittedError
+    from cascadekit.explanation import Explanation, explain
+    from cascadekit.gates import (
+        EarlyExitGate,
+        EmbeddingGate,
+        EntropyGate,
+        HFEmbedder,
+        HiddenStateGate,
+        MarginGate,
+        MaxProbGate,
+        OptionDistributionGate,
+        ProbeGate,
+        StackedGate,
+        SubjectPriorGate,
+    )
+    from cascadekit.items import ChoiceItems
+    from cascadekit.metrics import Baselines, baselines, savings_captured
+    from cascadekit.models import CachedModel, HFChoiceModel, RecordedModel
+    from cascadekit.protocols import Calibrator, CostModel, Embedder, Gate, JointCalibrator, Model, ModelOutput
 
 __version__ = "0.1.0"
+
+# Names are imported on first use (PEP 562), so `import cascadekit` -- and the `cascadekit-record`
+# command's --help -- do not pay for torch, scipy or matplotlib until something needs them.
+_SUBMODULES = frozenset(
+    {
+        "calibration",
+        "calibrators",
+        "cascade",
+        "cost",
+        "datasets",
+        "evaluation",
+        "exceptions",
+        "explanation",
+        "gates",
+        "items",
+        "metrics",
+        "models",
+        "plots",
+        "protocols",
+        "prompts",
+        "testing",
+        "validity",
+    }
+)
+_ATTRIBUTES = {
+    "Baselines": "cascadekit.metrics",
+    "BayesCalibrator": "cascadekit.calibrators",
+    "BudgetCalibrator": "cascadekit.calibrators",
+    "CachedModel": "cascadekit.models",
+    "Calibrator": "cascadekit.protocols",
+    "Cascade": "cascadekit.cascade",
+    "CascadeInputError": "cascadekit.exceptions",
+    "CascadeResult": "cascadekit.cascade",
+    "ChoiceItems": "cascadekit.items",
+    "ConformalCalibrator": "cascadekit.calibrators",
+    "ConstantCalibrator": "cascadekit.calibrators",
+    "CostBreakdown": "cascadekit.cost",
+    "CostModel": "cascadekit.protocols",
+    "DECISIONS": "cascadekit.cascade",
+    "EarlyExitGate": "cascadekit.gates",
+    "Embedder": "cascadekit.protocols",
+    "EmbeddingGate": "cascadekit.gates",
+    "EntropyGate": "cascadekit.gates",
+    "Explanation": "cascadekit.explanation",
+    "Gate": "cascadekit.protocols",
+    "HFChoiceModel": "cascadekit.models",
+    "HFEmbedder": "cascadekit.gates",
+    "HiddenStateGate": "cascadekit.gates",
+    "JointCalibrator": "cascadekit.protocols",
+    "LearnThenTestCalibrator": "cascadekit.calibrators",
+    "LinearCost": "cascadekit.cost",
+    "MarginGate": "cascadekit.gates",
+    "MaxProbGate": "cascadekit.gates",
+    "Model": "cascadekit.protocols",
+    "ModelOutput": "cascadekit.protocols",
+    "MondrianCalibrator": "cascadekit.calibrators",
+    "NotCertifiedError": "cascadekit.exceptions",
+    "NotFittedError": "cascadekit.exceptions",
+    "OptionDistributionGate": "cascadekit.gates",
+    "ProbeGate": "cascadekit.gates",
+    "RecordedModel": "cascadekit.models",
+    "RiskControlCalibrator": "cascadekit.calibrators",
+    "SequentialProfiler": "cascadekit.calibrators",
+    "StackedGate": "cascadekit.gates",
+    "SubjectPriorGate": "cascadekit.gates",
+    "ThresholdCalibrator": "cascadekit.calibrators",
+    "TwoStageCalibrator": "cascadekit.calibrators",
+    "baselines": "cascadekit.metrics",
+    "bayes_decision": "cascadekit.cost",
+    "explain": "cascadekit.explanation",
+    "make_calibrator": "cascadekit.calibrators",
+    "savings_captured": "cascadekit.metrics",
+}
+
+
 
 __all__ = [
     "DECISIONS",
@@ -61,10 +143,12 @@ __all__ = [
     "Embedder",
     "EmbeddingGate",
     "EntropyGate",
+    "Explanation",
     "Gate",
     "HFChoiceModel",
     "HFEmbedder",
     "HiddenStateGate",
+    "JointCalibrator",
     "LearnThenTestCalibrator",
     "LinearCost",
     "MarginGate",
@@ -89,7 +173,26 @@ __all__ = [
     "calibration",
     "datasets",
     "evaluation",
+    "explain",
     "make_calibrator",
+    "plots",
     "savings_captured",
     "validity",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name (or submodule) of cascadekit on first use and cache it on the package."""
+    if name in _SUBMODULES:
+        value: Any = importlib.import_module(f"cascadekit.{name}")
+    elif name in _ATTRIBUTES:
+        value = getattr(importlib.import_module(_ATTRIBUTES[name]), name)
+    else:
+        msg = f"module 'cascadekit' has no attribute {name!r}"
+        raise AttributeError(msg)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_SUBMODULES, *_ATTRIBUTES})

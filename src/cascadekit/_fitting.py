@@ -64,14 +64,31 @@ def check_fit_inputs(
         raise CascadeInputError(msg)
 
 
-def stage_costs(cost: CostModel, correct: torch.Tensor, stage: Stage) -> tuple[torch.Tensor, torch.Tensor]:
+def stage_costs(
+    cost: CostModel, correct: torch.Tensor, stage: Stage, n_tokens: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-item cost of going ahead and of holding back at ``stage``, each shape (n,).
 
     Going ahead runs the model and uses its answer. Holding back skips it (``"pre"``) or runs it and
     abstains (``"post"``, so the inference cost appears on both sides and cancels in comparisons).
+    Everything is asked of ``cost`` through the :class:`~cascadekit.protocols.CostModel` protocol
+    (``item_costs``), so any cost model works; ``n_tokens`` (n,) is passed on for token prices.
     """
     yes = torch.ones_like(correct)
     no = torch.zeros_like(correct)
-    accept = cost.item_costs(yes, yes, correct)
-    reject = cost.item_costs(yes if stage == "post" else no, no, correct)
+    accept = cost.item_costs(yes, yes, correct, n_tokens)
+    reject = cost.item_costs(yes if stage == "post" else no, no, correct, n_tokens)
     return accept, reject
+
+
+def outcome_prices(
+    cost: CostModel, stage: Stage, n: int, n_tokens: torch.Tensor | None = None, device: torch.device | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-item prices ``(accept if right, accept if wrong, hold back if right, hold back if wrong)``, each (n,).
+
+    What an expected-cost rule needs from any :class:`~cascadekit.protocols.CostModel`.
+    """
+    right = torch.ones(n, dtype=torch.bool, device=device)
+    accept_right, reject_right = stage_costs(cost, right, stage, n_tokens)
+    accept_wrong, reject_wrong = stage_costs(cost, ~right, stage, n_tokens)
+    return accept_right, accept_wrong, reject_right, reject_wrong

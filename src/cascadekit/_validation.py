@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import numbers
 
+import numpy as np
 import torch
 
 from cascadekit.exceptions import CascadeInputError
@@ -63,9 +65,10 @@ def check_log_probs(owner: str, log_probs: object, n: int | None = None) -> torc
 
 def check_probability(owner: str, name: str, value: object, *, open_interval: bool = True) -> float:
     """A float in (0, 1) (or [0, 1] with ``open_interval=False``)."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if not _is_number(value) or not math.isfinite(float(value)):  # type: ignore[arg-type]
         msg = f"{owner}: `{name}` must be a float in (0, 1), got {value!r}."
         raise CascadeInputError(msg)
+    value = float(value)  # type: ignore[arg-type]
     ok = 0 < value < 1 if open_interval else 0 <= value <= 1
     if not ok:
         interval = "(0, 1)" if open_interval else "[0, 1]"
@@ -76,7 +79,18 @@ def check_probability(owner: str, name: str, value: object, *, open_interval: bo
 
 def check_nonnegative(owner: str, name: str, value: object) -> float:
     """A finite float >= 0."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+    if not _is_number(value) or not math.isfinite(float(value)) or float(value) < 0:  # type: ignore[arg-type]
         msg = f"{owner}: `{name}` must be a finite number >= 0, got {value!r}."
         raise CascadeInputError(msg)
-    return float(value)
+    return float(value)  # type: ignore[arg-type]
+
+
+def _is_number(value: object) -> bool:
+    """A real number -- Python or NumPy int / float, not bool (a 0-d tensor or array counts too)."""
+    if isinstance(value, bool | np.bool_):
+        return False
+    if isinstance(value, torch.Tensor):
+        return value.ndim == 0 and value.dtype != torch.bool and not value.dtype.is_complex
+    if isinstance(value, np.ndarray):
+        return value.ndim == 0 and value.dtype.kind in "iuf"
+    return isinstance(value, numbers.Real)

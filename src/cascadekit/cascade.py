@@ -3,28 +3,39 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
-import numpy as np
 import torch
 
 from cascadekit._fitting import check_fitted
+from cascadekit._stages import (
+    JointStage,
+    context_for,
+    decide_with_context,
+    fit_stage_calibrators,
+    fit_with_context,
+    split_calibration,
+)
 from cascadekit._validation import check_log_probs, check_scores
 from cascadekit.calibrators import make_calibrator
-from cascadekit.calibrators.joint import FixedThresholdCalibrator, TwoStageCalibrator
 from cascadekit.cost import CostBreakdown
 from cascadekit.exceptions import CascadeInputError
+from cascadekit.explanation import Explanation, explain
 from cascadekit.gates._learned import require_fitted
 from cascadekit.items import ChoiceItems
-from cascadekit.protocols import Calibrator, CostModel, Gate, Model, Stage
+from cascadekit.protocols import Calibrator, CostModel, Gate, JointCalibrator, Model, Stage
 
 __all__ = ["DECISIONS", "Cascade", "CascadeResult", "fit_stage_calibrators", "split_calibration"]
 
 #: Per-item outcome codes of :attr:`CascadeResult.decision`.
 DECISIONS = ("skip", "abstain", "answer")
 
-CalibratorSpec = Calibrator | str | Mapping[str, Calibrator | str] | TwoStageCalibrator
+#: One stage's calibrator: an instance, a name, a name with keyword arguments ``(name, {...})``, or a
+#: factory called as ``factory(stage=..., cost=...)`` (e.g. ``functools.partial(ConformalCalibrator, alpha=0.2)``).
+StageSpec = Calibrator | str | tuple[str, Mapping[str, Any]] | Callable[..., Calibrator]
+CalibratorSpec = StageSpec | Mapping[str, StageSpec] | JointCalibrator
 
 
 @dataclass(frozen=True)
@@ -93,11 +104,23 @@ class Cascade:
         so that calibration sees honest scores.
     post_gate : Gate, optional
         A ``stage="post"`` gate scoring the model's output; without it, every answer is used.
-    calibrator : Calibrator, str or mapping, default "threshold"
-        How each gate's score becomes a decision. A name (see :data:`cascadekit.calibrators.CALIBRATORS`)
-        is built per stage with this cascade's ``cost``; an instance is copied before fitting (your
-        object stays unfitted); with both gates, pass ``{"pre": ..., "post": ...}``, or a
-        :class:`~cascadekit.calibrators.TwoStageCalibrator` to choose both thresholds jointly.
+    calibrator : Calibrator, str, (str, dict), factory, mapping or JointCalibrator, default "threshold"
+        How each gate's score becomes a decision:
+
+        - a name (see :data:`cascadekit.calibrators.CALIBRATORS`), or a name with keyword
+          arguments, ``("conformal", {"alpha": 0.2, "delta": 0.1})``: built per stage with this
+          cascade's ``cost`` and the gate's ``stage``;
+        - a factory, called as ``factory(stage=..., cost=...)``, e.g.
+          ``functools.partial(ck.ConformalCalibrator, alpha=0.2)``;
+        - an instance, copied before fitting (your object stays unfitted); if its ``stage`` is
+          None the copy gets the gate's stage, and a different stage is an error;
+        - with both gates, one spec for both stages (a name, a name with arguments, a factory),
+          a mapping ``{"pre": ..., "post": ...}``, or a
+          :class:`~cascadekit.protocols.JointCalibrator` such as
+          :class:`~cascadekit.calibrators.TwoStageCalibrator` choosing both thresholds jointly.
+
+        Calibrators receive per-item context (subjects as ``groups``, token counts, the pre
+        score) through their ``context`` attribute (:data:`~cascadekit.protocols.CONTEXT_KEYS`).
     split : float in (0, 1) or None, default 0.5
         With both gates and a calibrator per stage: the share of calibration items (a seeded random
         subset) that fits the pre-gate calibrator; the post-gate calibrator is fitted on the other
@@ -174,25 +197,48 @@ class Cascade:
             raise CascadeInputError(msg)
 
     def _make(self, stage: Stage) -> Calibrator:
-        spec = self.calibrator
+        spec: Any = self.calibrator
         if isinstance(spec, Mapping):
             if stage not in spec:
                 msg = f"Cascade: `calibrator` mapping has no entry for stage {stage!r} (keys: {sorted(spec)})."
                 raise CascadeInputError(msg)
             spec = spec[stage]
-        elif not isinstance(spec, str) and self.pre_gate is not None and self.post_gate is not None:
-            msg = "Cascade: with both gates, pass `calibrator` as a name or as {'pre': ..., 'post': ...}."
+        elif isinstance(spec, Calibrator) and self.pre_gate is not None and self.post_gate is not None:
+            msg = (
+                "Cascade: with both gates, pass `calibrator` as a name, a factory, {'pre': ..., 'post': ...} "
+                "or a JointCalibrator, not one instance for both stages."
+            )
             raise CascadeInputError(msg)
         if isinstance(spec, str):
             return make_calibrator(spec, cost=self.cost, stage=stage)
+        if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str) and isinstance(spec[1], Mapping):
+            return make_calibrator(spec[0], cost=self.cost, stage=stage, **spec[1])
+        if not isinstance(spec, Calibrator) and callable(spec):
+            built = spec(stage=stage, cost=self.cost)
+            if not isinstance(built, Calibrator):
+                msg = f"Cascade: the calibrator factory {spec!r} returned {built!r}, not a Calibrator."
+                raise CascadeInputError(msg)
+            return built
         if not isinstance(spec, Calibrator):
-            msg = f"Cascade: `calibrator` must be a Calibrator, a name or a mapping, got {spec!r}."
+            msg = (
+                "Cascade: `calibrator` must be a Calibrator, a name, (name, kwargs), a factory, a mapping "
+                f"or a JointCalibrator, got {spec!r}."
+            )
             raise CascadeInputError(msg)
-        own_stage = getattr(spec, "stage", stage)
-        if own_stage != stage:
+        made = copy.deepcopy(spec)
+        own_stage = getattr(made, "stage", stage)
+        if own_stage is None:
+            made.stage = stage  # type: ignore[attr-defined]
+        elif own_stage != stage:
             msg = f"Cascade: the calibrator {spec!r} has stage={own_stage!r} but decides the {stage!r} gate."
             raise CascadeInputError(msg)
-        return copy.deepcopy(spec)
+        return made
+
+    def _joint(self) -> JointCalibrator | None:
+        spec = self.calibrator
+        if isinstance(spec, JointCalibrator) and not isinstance(spec, Calibrator):
+            return spec
+        return None
 
     def _gate_scores(self, stage: Stage, items: ChoiceItems, log_probs: torch.Tensor | None) -> torch.Tensor:
         gate = self.pre_gate if stage == "pre" else self.post_gate
@@ -206,7 +252,9 @@ class Cascade:
 
     # ------------------------------------------------------------------ API
 
-    def fit(self, items: ChoiceItems, log_probs: torch.Tensor | None = None) -> Cascade:
+    def fit(
+        self, items: ChoiceItems, log_probs: torch.Tensor | None = None, n_tokens: torch.Tensor | None = None
+    ) -> Cascade:
         """Fit each stage's calibrator on labelled calibration ``items``.
 
         Parameters
@@ -216,13 +264,17 @@ class Cascade:
         log_probs : torch.Tensor, shape (n, k), optional
             The model's option log-probs on ``items`` if already known (a recording, logs of a
             deployed model); otherwise the model scores them.
+        n_tokens : torch.Tensor of int, shape (n,), optional
+            Tokens per item with ``log_probs`` (the model's own counts are used when it scores);
+            needed by token-priced costs.
 
         Notes
         -----
         With one gate, its calibrator is fitted on all items. With both gates and a calibrator per
         stage, see ``split``: by default the pre calibrator is fitted on a seeded half and the
         post calibrator on the other half's items that the fitted pre-gate lets through (on all
-        of that half if it lets none through).
+        of that half if it lets none through). A :class:`~cascadekit.protocols.JointCalibrator`
+        is fitted on both gates' scores of every item.
         """
         self._validate()
         labels = items.require_answers("Cascade.fit")
@@ -230,7 +282,8 @@ class Cascade:
             msg = "Cascade.fit: got 0 calibration items."
             raise CascadeInputError(msg)
         if log_probs is None:
-            log_probs = self.model.score(items).log_probs
+            out = self.model.score(items)
+            log_probs, n_tokens = out.log_probs, out.n_tokens
         else:
             check_log_probs("Cascade.fit", log_probs, len(items))
             if log_probs.shape[1] != items.n_choices:
@@ -239,44 +292,39 @@ class Cascade:
                     f"{items.n_choices} choices."
                 )
                 raise CascadeInputError(msg)
+            if n_tokens is not None and (not isinstance(n_tokens, torch.Tensor) or n_tokens.shape != (len(items),)):
+                msg = f"Cascade.fit: `n_tokens` must be a tensor of shape ({len(items)},), got {n_tokens!r}."
+                raise CascadeInputError(msg)
         correct = log_probs.argmax(dim=1) == labels.to(log_probs.device)
+        context = {"groups": list(items.subjects), "n_tokens": n_tokens}
         self.pre_calibrator_: Calibrator | None = None
         self.post_calibrator_: Calibrator | None = None
         self.n_calibration_ = len(items)
         self.n_pre_calibration_ = self.n_post_calibration_ = 0
-        if isinstance(self.calibrator, TwoStageCalibrator):
-            self._fit_joint(items, log_probs, correct)
-            self.n_pre_calibration_ = self.n_post_calibration_ = len(items)
-            return self
         pre = None if self.pre_gate is None else self._gate_scores("pre", items, None)
         post = None if self.post_gate is None else self._gate_scores("post", items, log_probs)
-        if pre is not None and post is not None:
+        joint = self._joint()
+        if joint is not None:
+            if pre is None or post is None:
+                msg = f"Cascade: the joint calibrator {joint!r} needs both a pre_gate and a post_gate."
+                raise CascadeInputError(msg)
+            fitted = copy.deepcopy(joint).fit(pre, post, correct, **context_for(joint, context))
+            self.joint_calibrator_ = fitted
+            self.pre_calibrator_, self.post_calibrator_ = JointStage(fitted, "pre"), JointStage(fitted, "post")
+            self.n_pre_calibration_ = self.n_post_calibration_ = len(items)
+        elif pre is not None and post is not None:
             self.pre_calibrator_, self.post_calibrator_, n_pre, n_post = fit_stage_calibrators(
                 self._make("pre"), self._make("post"), pre, post, correct,
-                split=self.split, seed=self.split_seed, groups=items.subjects,
+                split=self.split, seed=self.split_seed, groups=items.subjects, context={"n_tokens": n_tokens},
             )  # fmt: skip
             self.n_pre_calibration_, self.n_post_calibration_ = n_pre, n_post
         elif pre is not None:
-            self.pre_calibrator_ = _fit(self._make("pre"), pre, correct, items.subjects)
+            self.pre_calibrator_ = fit_with_context(self._make("pre"), pre, correct, context)
             self.n_pre_calibration_ = len(items)
         elif post is not None:
-            self.post_calibrator_ = _fit(self._make("post"), post, correct, items.subjects)
+            self.post_calibrator_ = fit_with_context(self._make("post"), post, correct, context)
             self.n_post_calibration_ = len(items)
         return self
-
-    def _fit_joint(self, items: ChoiceItems, log_probs: torch.Tensor, correct: torch.Tensor) -> None:
-        """Fit a TwoStageCalibrator on both gates' scores of every calibration item."""
-        if self.pre_gate is None or self.post_gate is None:
-            msg = "Cascade: a TwoStageCalibrator needs both a pre_gate and a post_gate."
-            raise CascadeInputError(msg)
-        assert isinstance(self.calibrator, TwoStageCalibrator)
-        joint = copy.deepcopy(self.calibrator).fit(
-            self._gate_scores("pre", items, None), self._gate_scores("post", items, log_probs), correct
-        )
-        self.joint_calibrator_ = joint
-        yes = torch.ones(1, dtype=torch.bool)
-        self.pre_calibrator_ = FixedThresholdCalibrator(joint.pre_threshold_).fit(torch.zeros(1), yes)
-        self.post_calibrator_ = FixedThresholdCalibrator(joint.post_threshold_).fit(torch.zeros(1), yes)
 
     def run(self, items: ChoiceItems) -> CascadeResult:
         """Decide every item, run the model only where the pre-gate allows, and price the outcome."""
@@ -287,7 +335,7 @@ class Cascade:
         ran = torch.ones(n, dtype=torch.bool)
         if self.pre_gate is not None and self.pre_calibrator_ is not None:
             pre_scores = self._gate_scores("pre", items, None)
-            ran = _decide(self.pre_calibrator_, pre_scores, items.subjects).cpu()
+            ran = decide_with_context(self.pre_calibrator_, pre_scores, {"groups": list(items.subjects)}).cpu()
             gate_costs += self.pre_gate.cost
         run_idx = ran.nonzero().flatten()
         run_items = items.take(run_idx)
@@ -309,7 +357,10 @@ class Cascade:
                 s = self._gate_scores("post", run_items, run_log_probs)
                 post_scores = post_scores.to(s.dtype)
                 post_scores[run_idx] = s.cpu()
-                answered[run_idx] = _decide(self.post_calibrator_, s, run_items.subjects).cpu()
+                context = {"groups": list(run_items.subjects), "n_tokens": n_tokens[run_idx], "pre_scores": None}
+                if pre_scores is not None:
+                    context["pre_scores"] = pre_scores[run_idx.to(pre_scores.device)]
+                answered[run_idx] = decide_with_context(self.post_calibrator_, s, context).cpu()
             gate_costs[run_idx] += self.post_gate.cost
         correct = None
         breakdown = None
@@ -332,136 +383,37 @@ class Cascade:
             breakdown=breakdown,
         )
 
+    def explain(self) -> Explanation:
+        """Each stage's fitted calibrator explained, with the calibration set sizes.
+
+        Examples
+        --------
+        >>> import cascadekit as ck
+        >>> items = ck.datasets.load_shipped_items().take(range(1000))
+        >>> model = ck.RecordedModel(ck.datasets.load_recording("qwen2.5-1.5b"))
+        >>> cascade = ck.Cascade(model, ck.LinearCost(1, 3, 6), post_gate=ck.MaxProbGate()).fit(items)
+        >>> cascade.explain().details["post-gate calibrator"].policy
+        'ThresholdCalibrator'
+        """
+        check_fitted(self, "n_calibration_", "fit(items)", "explain")
+        details: dict[str, Any] = {"model": getattr(self.model, "name", repr(self.model)), "cost": repr(self.cost)}
+        if self.pre_gate is not None and self.pre_calibrator_ is not None:
+            details["pre-gate"] = repr(self.pre_gate)
+            details["pre-gate calibrator"] = explain(getattr(self, "joint_calibrator_", self.pre_calibrator_))
+            details["pre calibration items"] = self.n_pre_calibration_
+        if self.post_gate is not None and self.post_calibrator_ is not None:
+            details["post-gate"] = repr(self.post_gate)
+            if not hasattr(self, "joint_calibrator_"):
+                details["post-gate calibrator"] = explain(self.post_calibrator_)
+            details["post calibration items"] = self.n_post_calibration_
+        details["calibration items"] = self.n_calibration_
+        stages = [name for name, gate in (("pre", self.pre_gate), ("post", self.post_gate)) if gate is not None]
+        summary = "runs and answers every item." if not stages else f"decides at the {' and '.join(stages)} gate."
+        return Explanation("Cascade", summary, details)
+
     def __repr__(self) -> str:
         return (
             f"Cascade(model={self.model!r}, cost={self.cost!r}, pre_gate={self.pre_gate!r}, "
             f"post_gate={self.post_gate!r}, calibrator={self.calibrator!r})"
         )
 
-
-def _fit(calibrator: Calibrator, scores: torch.Tensor, correct: torch.Tensor, subjects: Sequence[str]) -> Calibrator:
-    """Fit, passing the items' subjects to calibrators that group by them (``group_by="subject"``)."""
-    if getattr(calibrator, "group_by", None) == "subject":
-        fitted: Calibrator = calibrator.fit(scores, correct, groups=subjects)  # type: ignore[call-arg]
-        return fitted
-    return calibrator.fit(scores, correct)
-
-
-def _decide(calibrator: Calibrator, scores: torch.Tensor, subjects: Sequence[str]) -> torch.Tensor:
-    if getattr(calibrator, "group_by", None) == "subject":
-        decided: torch.Tensor = calibrator.decide(scores, groups=subjects)  # type: ignore[call-arg]
-        return decided
-    return calibrator.decide(scores)
-
-
-def split_calibration(
-    n: int, split: float, seed: int, groups: Sequence[str] | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Seeded disjoint positions ``(first, second)`` of n calibration items, a ``split`` share in the first.
-
-    Without ``groups``, ``round(split * n)`` items (at least 1, at most n - 1) are drawn at random
-    for the first part. With ``groups`` (n labels) the split is stratified: each group of size
-    ``m >= 2`` puts ``round(split * m)`` (clipped to 1 .. m - 1) of its items in the first part,
-    and a group of one item goes to the first part, so every group of the second part was seen in
-    the first (a per-group pre calibrator such as :class:`~cascadekit.MondrianCalibrator` then
-    knows every group it decides during the fit).
-
-    Examples
-    --------
-    >>> a, b = split_calibration(10, 0.3, seed=0)
-    >>> len(a), len(b), sorted(a.tolist() + b.tolist()) == list(range(10))
-    (3, 7, True)
-    >>> a, b = split_calibration(6, 0.5, seed=0, groups=["x", "x", "x", "x", "y", "y"])
-    >>> len(a), len(b)
-    (3, 3)
-    """
-    if isinstance(split, bool) or not isinstance(split, int | float) or not 0 < split < 1:
-        msg = f"Cascade: `split` must be a float in (0, 1) or None, got {split!r}."
-        raise CascadeInputError(msg)
-    if n < 2:
-        msg = f"Cascade.fit: splitting calibration items between the two gates needs at least 2 items, got {n}."
-        raise CascadeInputError(msg)
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    if groups is None:
-        k = min(max(round(float(split) * n), 1), n - 1)
-        return perm[:k], perm[k:]
-    if len(groups) != n:
-        msg = f"Cascade.fit: `groups` has {len(groups)} labels for {n} items."
-        raise CascadeInputError(msg)
-    codes = torch.from_numpy(np.unique(np.asarray(list(groups), dtype=object).astype(str), return_inverse=True)[1])
-    codes = codes.reshape(-1).to(torch.int64)[perm]
-    order = torch.argsort(codes, stable=True)  # groups contiguous, random order within each
-    grouped = codes[order]
-    counts = torch.bincount(grouped)
-    rank = torch.arange(n) - (torch.cumsum(counts, 0) - counts)[grouped]
-    size = counts[grouped]
-    take = torch.minimum(torch.clamp(torch.round(float(split) * size), min=1), torch.clamp(size - 1, min=1))
-    items = perm[order]
-    first, second = items[rank < take], items[rank >= take]
-    if second.numel() == 0:
-        msg = (
-            f"Cascade.fit: no group has 2 or more of the {n} calibration items, so a stratified split "
-            "leaves nothing for the post-gate calibrator; add calibration items or pass split=None."
-        )
-        raise CascadeInputError(msg)
-    return first, second
-
-
-def fit_stage_calibrators(
-    pre: Calibrator,
-    post: Calibrator,
-    pre_scores: torch.Tensor,
-    post_scores: torch.Tensor,
-    correct: torch.Tensor,
-    *,
-    split: float | None = 0.5,
-    seed: int = 0,
-    groups: Sequence[str] | None = None,
-) -> tuple[Calibrator, Calibrator, int, int]:
-    """Fit a pre-gate and a post-gate calibrator of one cascade, on disjoint items by default.
-
-    With ``split`` a share in (0, 1), the pre calibrator is fitted on a seeded random
-    ``split`` share of the items (:func:`split_calibration`, stratified by ``groups`` when given)
-    and the post calibrator on the
-    remaining items that the fitted pre calibrator lets through (on all remaining items if it lets
-    none through). The post calibrator's items are then an i.i.d. sample of what the cascade runs,
-    given the pre threshold, so a post-stage guarantee (e.g. :class:`~cascadekit.ConformalCalibrator`'s
-    ``P(wrong | answered) <= alpha`` with probability ``1 - delta``) holds for the cascade's
-    answers. With ``split=None`` both are fitted on all items (the post one on those the pre
-    lets through), which no guarantee covers.
-
-    Parameters
-    ----------
-    pre, post : Calibrator
-        Unfitted calibrators; they are fitted in place and returned.
-    pre_scores, post_scores : torch.Tensor, shape (n,)
-        Both gates' scores of the n calibration items.
-    correct : torch.Tensor of bool, shape (n,)
-        Whether the model is right on each item.
-    split : float in (0, 1) or None, default 0.5
-        Share of the items for the pre calibrator; None: all items for both.
-    seed : int, default 0
-        Seed of the split.
-    groups : sequence of str, length n, optional
-        Passed to calibrators that group by subject (``group_by="subject"``).
-
-    Returns
-    -------
-    pre, post : Calibrator
-        Fitted.
-    n_pre, n_post : int
-        Items each was fitted on.
-    """
-    n = correct.numel()
-    labels = list(groups) if groups is not None else [""] * n
-    if split is None:
-        first = second = torch.arange(n)
-    else:
-        first, second = split_calibration(n, split, seed, groups)
-    first_labels = [labels[i] for i in first.tolist()]
-    pre = _fit(pre, pre_scores[first], correct[first], first_labels)
-    second_labels = [labels[i] for i in second.tolist()]
-    passed = _decide(pre, pre_scores[second], second_labels).to(second.device)
-    use = second[passed] if bool(passed.any()) else second
-    post = _fit(post, post_scores[use], correct[use], [labels[i] for i in use.tolist()])
-    return pre, post, first.numel(), use.numel()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from cascadekit._arrays import accepts_arrays
 from cascadekit._validation import check_bool, check_nonnegative, describe
 from cascadekit.exceptions import CascadeInputError
 from cascadekit.protocols import Stage
@@ -37,6 +38,7 @@ def _check_outcomes(
         raise CascadeInputError(msg)
 
 
+@accepts_arrays("n_tokens", labels=("ran", "answered", "correct"), like="ran")
 def linear_item_costs(
     ran: torch.Tensor,
     answered: torch.Tensor,
@@ -75,7 +77,7 @@ def linear_item_costs(
     infer = torch.full(ran.shape, c_infer, dtype=dtype, device=ran.device)
     if c_token > 0:
         if n_tokens is None:
-            msg = "linear_item_costs: `c_token` > 0 needs `n_tokens`."
+            msg = "linear_item_costs: `c_token` > 0 needs `n_tokens` (tokens per item) to price the inferences."
             raise CascadeInputError(msg)
         infer = infer + c_token * n_tokens.to(device=ran.device, dtype=dtype)
     return ran.to(dtype) * infer + (~answered).to(dtype) * c_skip + (answered & ~correct).to(dtype) * c_error
@@ -108,6 +110,7 @@ class CostBreakdown:
         return self.total / self.n_items if self.n_items else float("nan")
 
 
+@accepts_arrays("n_tokens", "gate_costs", labels=("ran", "answered", "correct"), like="ran")
 def cost_breakdown(
     cost: LinearCost,
     ran: torch.Tensor,
@@ -124,8 +127,11 @@ def cost_breakdown(
     wrong = answered & ~correct
     n_wrong = int(wrong.sum())
     infer = n_ran * cost.c_infer
-    if cost.c_token > 0 and n_tokens is not None:
-        infer += cost.c_token * float(n_tokens.to(torch.float64)[ran].sum())
+    if cost.c_token > 0:
+        if n_tokens is None:
+            msg = "cost_breakdown: `c_token` > 0 needs `n_tokens` (tokens per item) to price the inferences."
+            raise CascadeInputError(msg)
+        infer += cost.c_token * float(n_tokens.to(torch.float64)[ran.to(n_tokens.device)].sum())
     skips = (n - n_answered) * cost.c_skip
     errors = n_wrong * cost.c_error
     gates = 0.0 if gate_costs is None else float(gate_costs.to(torch.float64).sum())
@@ -145,6 +151,7 @@ def cost_breakdown(
     )
 
 
+@accepts_arrays("p_correct")
 def bayes_decision(
     p_correct: torch.Tensor, c_infer: float, c_skip: float, c_error: float, stage: Stage
 ) -> torch.Tensor:
@@ -226,6 +233,7 @@ class LinearCost:
         for name in ("c_infer", "c_skip", "c_error", "c_token"):
             object.__setattr__(self, name, check_nonnegative("LinearCost", name, getattr(self, name)))
 
+    @accepts_arrays("n_tokens", labels=("ran", "answered", "correct"), like="ran")
     def item_costs(
         self,
         ran: torch.Tensor,
@@ -238,6 +246,7 @@ class LinearCost:
             ran, answered, correct, self.c_infer, self.c_skip, self.c_error, self.c_token, n_tokens
         )
 
+    @accepts_arrays("n_tokens", "gate_costs", labels=("ran", "answered", "correct"), like="ran")
     def breakdown(
         self,
         ran: torch.Tensor,
@@ -249,6 +258,7 @@ class LinearCost:
         """Totals: runs, skips, abstentions, wrong answers and each cost component."""
         return cost_breakdown(self, ran, answered, correct, n_tokens, gate_costs)
 
+    @accepts_arrays("p_correct")
     def bayes_decision(self, p_correct: torch.Tensor, stage: Stage) -> torch.Tensor:
         """Cost-minimising decision for calibrated probabilities; see :func:`bayes_decision`."""
         return bayes_decision(p_correct, self.c_infer, self.c_skip, self.c_error, stage)

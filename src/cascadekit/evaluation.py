@@ -8,10 +8,13 @@ live in :mod:`cascadekit.cost` and :mod:`cascadekit.metrics`.
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Callable
 
 import torch
 
+from cascadekit._arrays import accepts_arrays
 from cascadekit._fitting import check_fit_inputs, stage_costs
 from cascadekit.exceptions import CascadeInputError
 from cascadekit.protocols import CostModel, Stage
@@ -30,6 +33,7 @@ def _validate(owner: str, scores: torch.Tensor, correct: torch.Tensor) -> None:
     check_fit_inputs(owner, scores, correct, what="needs at least one score")
 
 
+@accepts_arrays("scores", labels=("correct",))
 def auroc(scores: torch.Tensor, correct: torch.Tensor) -> float:
     """Area under the ROC curve of ``scores`` for separating right from wrong answers (ties count 1/2).
 
@@ -62,6 +66,7 @@ def auroc(scores: torch.Tensor, correct: torch.Tensor) -> float:
     return u / (n_pos * n_neg)
 
 
+@accepts_arrays("probs", labels=("correct",))
 def reliability_curve(
     probs: torch.Tensor, correct: torch.Tensor, n_bins: int = 15
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -82,6 +87,7 @@ def reliability_curve(
     return torch.where(count > 0, conf / count, nan), torch.where(count > 0, acc / count, nan), count
 
 
+@accepts_arrays("probs", labels=("correct",))
 def expected_calibration_error(probs: torch.Tensor, correct: torch.Tensor, n_bins: int = 15) -> float:
     """ECE: the count-weighted mean |confidence - accuracy| over equal-width bins.
 
@@ -96,6 +102,7 @@ def expected_calibration_error(probs: torch.Tensor, correct: torch.Tensor, n_bin
     return float(((conf - acc).abs()[used] * count[used]).sum() / count.sum())
 
 
+@accepts_arrays("scores", labels=("correct",))
 def risk_coverage_curve(scores: torch.Tensor, correct: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Error rate among accepted items (risk) against the share accepted (coverage), per distinct threshold.
 
@@ -112,6 +119,7 @@ def risk_coverage_curve(scores: torch.Tensor, correct: torch.Tensor) -> tuple[to
     return s[last], n[last] / s.numel(), wrong[last] / n[last]
 
 
+@accepts_arrays("scores", labels=("correct",))
 def cost_threshold_curve(
     scores: torch.Tensor, correct: torch.Tensor, cost: CostModel, stage: Stage
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -132,6 +140,12 @@ def cost_threshold_curve(
     return thresholds, totals / s.numel()
 
 
+#: Upper bound on the number of resampled elements gathered at once by :func:`bootstrap_ci` (32 MB of
+#: int64 indices, plus the gathered values): resamples are drawn and evaluated in chunks of this size.
+_BOOTSTRAP_CHUNK_ELEMENTS = 1 << 22
+
+
+@accepts_arrays("values")
 def bootstrap_ci(
     values: torch.Tensor,
     statistic: Callable[[torch.Tensor], torch.Tensor] = torch.mean,
@@ -141,17 +155,116 @@ def bootstrap_ci(
 ) -> tuple[float, float]:
     """Percentile bootstrap confidence interval of ``statistic`` over the rows of ``values``.
 
+    Draws ``n_resamples`` resamples of the rows of ``values`` (with replacement, from a CPU
+    generator seeded with ``seed``, so the draws do not depend on the device), evaluates
+    ``statistic`` on each, and returns the ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles of
+    the results (linear interpolation, as :func:`torch.quantile`).
+
+    The resamples are evaluated in chunks, as one ``(chunk, n, ...)`` tensor on the device and in
+    the dtype of ``values``: ``torch.mean`` (the default) directly, any other ``statistic`` through
+    :func:`torch.func.vmap`, falling back to one call per resample when the statistic cannot be
+    vmapped (for example when it calls ``.item()``). ``statistic`` must return one number per
+    resample. With the default mean, bool and integer ``values`` are averaged in float64.
+
+    Parameters
+    ----------
+    values:
+        ``(n, ...)`` tensor; rows (the first dimension) are resampled.
+    statistic:
+        Maps an ``(n, ...)`` tensor to a scalar tensor.
+    n_resamples:
+        Number of bootstrap resamples, an int >= 1.
+    level:
+        Confidence level, a float in (0, 1): ``0.95`` for a 95% interval.
+    seed:
+        Seed of the generator drawing the resamples.
+
     Examples
     --------
     >>> lo, hi = bootstrap_ci(torch.arange(100.0))
     >>> lo < 49.5 < hi
     True
     """
-    if values.numel() == 0:
-        msg = "bootstrap_ci: `values` is empty."
+    owner = "bootstrap_ci"
+    if not isinstance(values, torch.Tensor) or values.dim() == 0:
+        got = "a 0-d tensor" if isinstance(values, torch.Tensor) else type(values).__name__
+        msg = f"{owner}: `values` must be a torch.Tensor of shape (n, ...), got {got}."
         raise CascadeInputError(msg)
+    if values.numel() == 0:
+        msg = f"{owner}: `values` is empty."
+        raise CascadeInputError(msg)
+    if not callable(statistic):
+        msg = f"{owner}: `statistic` must be a callable tensor -> scalar tensor, got {type(statistic).__name__}."
+        raise CascadeInputError(msg)
+    if isinstance(n_resamples, bool) or not isinstance(n_resamples, int) or n_resamples < 1:
+        msg = f"{owner}: `n_resamples` must be an int >= 1, got {n_resamples!r}."
+        raise CascadeInputError(msg)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        msg = f"{owner}: `seed` must be an int, got {seed!r}."
+        raise CascadeInputError(msg)
+    _check_level(owner, level)
+
+    data = values
+    if statistic is torch.mean and not (values.dtype.is_floating_point or values.dtype.is_complex):
+        data = values.double()
+    n = data.shape[0]
+    row = max(1, data[0].numel())
+    chunk = max(1, _BOOTSTRAP_CHUNK_ELEMENTS // (n * row))
     g = torch.Generator().manual_seed(seed)
-    idx = torch.randint(0, values.shape[0], (n_resamples, values.shape[0]), generator=g)
-    stats = torch.stack([statistic(values[i]) for i in idx]).double()
+    batched = _batched_statistic(statistic)
+    parts: list[torch.Tensor] = []
+    for start in range(0, n_resamples, chunk):
+        size = min(chunk, n_resamples - start)
+        idx = torch.randint(0, n, (size, n), generator=g).to(data.device)
+        parts.append(batched(data[idx]))
+    stats = torch.cat(parts).double()
     tail = (1 - level) / 2
     return float(torch.quantile(stats, tail)), float(torch.quantile(stats, 1 - tail))
+
+
+def _check_level(owner: str, level: object) -> None:
+    """``level`` must be a float in (0, 1); a percentage (50 to 100) gets a hint with the fraction."""
+    ok = isinstance(level, int | float) and not isinstance(level, bool) and math.isfinite(level) and 0 < level < 1
+    if not ok:
+        hint = f" Did you mean {level / 100:g}?" if isinstance(level, int | float) and 50 <= level < 100 else ""
+        msg = f"{owner}: `level` must be a float in (0, 1), e.g. 0.95 for a 95% interval, got {level!r}.{hint}"
+        raise CascadeInputError(msg)
+
+
+def _batched_statistic(
+    statistic: Callable[[torch.Tensor], torch.Tensor],
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``(B, n, ...) -> (B,)``: ``statistic`` applied to every resample of a chunk."""
+    if statistic is torch.mean:
+        return lambda x: x.reshape(x.shape[0], -1).mean(dim=1)
+    vmappable = True
+
+    def apply(x: torch.Tensor) -> torch.Tensor:
+        nonlocal vmappable
+        if vmappable:
+            try:
+                with warnings.catch_warnings():  # torch's "performance drop" note for ops without a batching rule
+                    warnings.filterwarnings("ignore", message="There is a performance drop", category=UserWarning)
+                    out = torch.func.vmap(statistic)(x)
+            except Exception:  # not vmappable (e.g. data-dependent code): one call per resample from now on
+                vmappable = False
+            else:
+                return _one_per_resample(out, x.shape[0])
+        return torch.stack([_one_per_resample(statistic(v), 1) for v in x]).reshape(x.shape[0])
+
+    return apply
+
+
+def _one_per_resample(out: object, size: int) -> torch.Tensor:
+    """``out`` as a ``(size,)`` tensor; Python numbers are accepted (``size == 1``)."""
+    if isinstance(out, int | float) and not isinstance(out, bool) and size == 1:
+        return torch.tensor([float(out)], dtype=torch.float64)
+    if not isinstance(out, torch.Tensor) or out.numel() != size:
+        got = (
+            f"shape {tuple(out.shape[1:] if size > 1 else out.shape)}"
+            if isinstance(out, torch.Tensor)
+            else type(out).__name__
+        )
+        msg = f"bootstrap_ci: `statistic` must return one number (a scalar tensor) per resample, got {got}."
+        raise CascadeInputError(msg)
+    return out.reshape(size)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from cascadekit._arrays import accepts_arrays
 from cascadekit._fitting import check_stage, stage_costs
 from cascadekit._validation import check_bool
 from cascadekit.exceptions import CascadeInputError
@@ -14,6 +15,7 @@ from cascadekit.protocols import CostModel, Stage
 __all__ = ["Baselines", "baselines", "oracle_item_costs", "savings_captured"]
 
 
+@accepts_arrays(labels=("correct",))
 def oracle_item_costs(cost: CostModel, correct: torch.Tensor) -> torch.Tensor:
     """Per-item cost of the oracle, which knows before running whether the model will be right.
 
@@ -45,6 +47,7 @@ class Baselines:
         return min(self.always_run, self.always_skip)
 
 
+@accepts_arrays(labels=("correct",))
 def baselines(cost: CostModel, correct: torch.Tensor, stage: Stage = "pre") -> Baselines:
     """Reference totals for model correctness ``correct`` (n,) at decision point ``stage`` (see :class:`Baselines`).
 

@@ -17,11 +17,32 @@ from cascadekit.items import ChoiceItems
 if TYPE_CHECKING:
     from cascadekit.cost import CostBreakdown
 
-__all__ = ["Calibrator", "CostModel", "Embedder", "Gate", "Model", "ModelOutput", "Stage"]
+__all__ = [
+    "CONTEXT_KEYS",
+    "Calibrator",
+    "CostModel",
+    "Embedder",
+    "Gate",
+    "JointCalibrator",
+    "Model",
+    "ModelOutput",
+    "Stage",
+]
 
 #: The two decision points: ``"pre"`` decides run / skip before the model runs, ``"post"``
 #: decides answer / abstain after it ran.
 Stage = Literal["pre", "post"]
+
+
+#: Per-item context a :class:`Cascade` can pass to a calibrator, by keyword, in ``fit`` and ``decide``:
+#:
+#: - ``"groups"``: a sequence of n labels (the items' subjects);
+#: - ``"n_tokens"``: an int64 tensor (n,) of tokens the model processes per item (token-priced costs);
+#: - ``"pre_scores"``: the pre-gate's float scores (n,), for a post-stage calibrator that uses both.
+#:
+#: A calibrator asks for context by listing names in a ``context`` attribute (a tuple of str);
+#: without the attribute it gets none. The Cascade treats built-in and user calibrators alike.
+CONTEXT_KEYS = ("groups", "n_tokens", "pre_scores")
 
 
 @dataclass(frozen=True)
@@ -108,6 +129,18 @@ class Calibrator(Protocol):
     ``fit(scores, correct)`` takes ``(n,)`` float scores (higher = more likely correct) and the
     ``(n,)`` bool correctness of the model on those items, and returns ``self``.
     ``decide(scores)`` returns a ``(m,)`` bool tensor, True meaning go ahead.
+
+    Optional extension points, used by :class:`~cascadekit.Cascade` for every calibrator alike:
+
+    - ``context``: a tuple of names from :data:`CONTEXT_KEYS`. The cascade passes each named
+      per-item context as a keyword argument of both ``fit`` and ``decide`` (e.g.
+      ``MondrianCalibrator`` asks for ``"groups"``, cost-aware calibrators for ``"n_tokens"``).
+    - ``stage``: ``"pre"``, ``"post"`` or ``None``; a calibrator whose ``stage`` is None gets the
+      stage of the gate it decides (set on the cascade's copy), and one with a different stage is
+      refused.
+    - ``__cascadekit_is_fitted__()``: return whether the object is fitted, for the cascade's check
+      before use (as scikit-learn's ``__sklearn_is_fitted__``). Gates may define it too; without
+      it, a component is trusted.
     """
 
     def fit(self, scores: torch.Tensor, correct: torch.Tensor) -> Calibrator:
@@ -115,6 +148,26 @@ class Calibrator(Protocol):
 
     def decide(self, scores: torch.Tensor) -> torch.Tensor:
         """Bool decisions (m,), True = go ahead."""
+
+
+@runtime_checkable
+class JointCalibrator(Protocol):
+    """Decides both gates of a cascade at once, from both gates' scores of each calibration item.
+
+    ``fit(pre_scores, post_scores, correct)`` takes three ``(n,)`` tensors and returns ``self``;
+    ``decide_pre(scores)`` says which items to run, ``decide_post(scores)`` which answers to use.
+    Pass one as ``Cascade(calibrator=...)`` with both gates (e.g.
+    :class:`~cascadekit.calibrators.TwoStageCalibrator`).
+    """
+
+    def fit(self, pre_scores: torch.Tensor, post_scores: torch.Tensor, correct: torch.Tensor) -> JointCalibrator:
+        """Learn both decisions; return ``self``."""
+
+    def decide_pre(self, scores: torch.Tensor) -> torch.Tensor:
+        """Bool decisions (m,) from pre-gate scores: True = run."""
+
+    def decide_post(self, scores: torch.Tensor) -> torch.Tensor:
+        """Bool decisions (m,) from post-gate scores: True = answer."""
 
 
 @runtime_checkable

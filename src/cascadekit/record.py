@@ -2,8 +2,12 @@
 
 Usage::
 
-    python -m cascadekit.record run --model PATH_OR_ID [--gguf-file F] --mmlu DIR --out rec.jsonl
-    python -m cascadekit.record pack rec.jsonl --mmlu DIR --out rec.npz [--items-out items.json.gz]
+    cascadekit-record run --model PATH_OR_ID [--gguf-file F] [--mmlu DIR] --out rec.jsonl
+    cascadekit-record pack rec.jsonl [--mmlu DIR] --out rec.npz [--items-out items.json.gz]
+
+(or ``python -m cascadekit.record ...``). The items are the 4,816 MMLU questions shipped with
+cascadekit (:func:`~cascadekit.datasets.load_shipped_items`), or the same sample drawn from the
+MMLU CSVs under ``--mmlu`` (:func:`~cascadekit.datasets.recording_sample`).
 
 ``run`` appends one JSON line per item (id, option log-probs, prompt tokens, seconds) and flushes
 and fsyncs after every batch. Killed at any moment and restarted with the same arguments, it
@@ -19,23 +23,17 @@ import hashlib
 import json
 import os
 import platform
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
-
-from cascadekit.datasets import (
-    load_mmlu,
-    mmlu_exemplars,
-    recording_sample,
-    save_items,
-)
+# torch, numpy, transformers and the rest of cascadekit are imported inside the functions, so
+# that `cascadekit-record --help` answers at once
 from cascadekit.exceptions import CascadeInputError
-from cascadekit.items import ChoiceItems
+
+if TYPE_CHECKING:
+    from cascadekit.items import ChoiceItems
 
 __all__ = ["main", "pack_recording", "read_records", "record"]
 
@@ -86,14 +84,6 @@ def _check_meta(meta_path: Path, meta: dict[str, Any]) -> None:
         meta_path.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
 
-def _progress(total: int, initial: int, desc: str) -> Any:
-    try:
-        from tqdm import tqdm  # noqa: PLC0415
-    except ImportError:  # pragma: no cover - tqdm is in the hf extra
-        return None
-    return tqdm(total=total, initial=initial, desc=desc, unit="q", file=sys.stderr, smoothing=0.05)
-
-
 def record(
     model_name: str,
     items: ChoiceItems,
@@ -105,13 +95,21 @@ def record(
     batch_size: int = 8,
     limit: int | None = None,
     exemplars: dict[str, ChoiceItems] | None = None,
+    progress: bool | None = None,
 ) -> int:
     """Record ``model_name`` (hub id, folder or .gguf) over ``items``; return how many items were written now.
 
     Resumes a partial ``out`` (see the module docstring). ``exemplars`` (subject -> labelled items)
-    are needed when ``n_shots > 0``.
+    are needed when ``n_shots > 0``. ``progress``: a tqdm bar on stderr counting all of ``items``
+    (those recorded before included), with the rate; ``None`` shows it only when stderr is a
+    terminal, ``True`` always, ``False`` never.
     """
+    import torch  # noqa: PLC0415
+
+    from cascadekit.models._progress import check_progress, progress_bar, short_name  # noqa: PLC0415
     from cascadekit.models.hf import HFChoiceModel, resolve_dtype  # noqa: PLC0415
+
+    check_progress(progress, "record")
 
     digest = hashlib.sha256("\n".join(items.ids).encode()).hexdigest()[:16]
     meta = {
@@ -139,9 +137,10 @@ def record(
         n_shots=n_shots,
         exemplars=exemplars,
         batch_size=batch_size,
+        progress=False,  # the recorder's own bar counts the items recorded before too
     )
     pending = items.take(todo)
-    bar = _progress(len(items), len(done), Path(gguf_file or model_name).name)
+    bar = progress_bar(len(items), f"{short_name(gguf_file or model_name)} record", progress, initial=len(done))
     written = 0
     with out.open("a", encoding="utf-8") as fh:
         tick = time.perf_counter()
@@ -164,10 +163,8 @@ def record(
             fh.flush()
             os.fsync(fh.fileno())
             written += len(lines)
-            if bar is not None:
-                bar.update(len(lines))
-    if bar is not None:
-        bar.close()
+            bar.update(len(lines))
+    bar.close()
     return written
 
 
@@ -177,6 +174,8 @@ def pack_recording(jsonl: Path, items: ChoiceItems, out: Path, *, name: str | No
     Every item must be recorded exactly once; the rows follow ``items``. Returns the metadata
     stored with it, including the recorded accuracy.
     """
+    import numpy as np  # noqa: PLC0415
+
     records = read_records(jsonl)
     missing = [i for i in items.ids if i not in records]
     if missing:
@@ -206,29 +205,75 @@ def pack_recording(jsonl: Path, items: ChoiceItems, out: Path, *, name: str | No
     return meta
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point (``python -m cascadekit.record``)."""
-    parser = argparse.ArgumentParser(prog="python -m cascadekit.record", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="record (or resume recording) a model's option log-probs")
-    run.add_argument("--model", required=True, help="hub id, local folder, or .gguf file")
-    run.add_argument("--gguf-file", default=None, help="GGUF file name inside --model's folder")
-    run.add_argument("--mmlu", type=Path, required=True, help="MMLU root with dev/ val/ test/")
-    run.add_argument("--out", type=Path, required=True, help="JSON-lines file to append to")
-    run.add_argument("--shots", type=int, default=0)
-    run.add_argument("--dtype", default="auto")
-    run.add_argument("--batch-size", type=int, default=8)
+def _parser() -> argparse.ArgumentParser:
+    """The command line of ``cascadekit-record``: stdlib only, so ``--help`` is instant."""
+    parser = argparse.ArgumentParser(
+        prog="cascadekit-record",
+        description="Record a model's option log-probs over MMLU (resumable), and pack a recording for shipping.",
+        epilog="Run `cascadekit-record COMMAND --help` for the options of a command.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    mmlu_help = (
+        "MMLU root with dev/ val/ test/ CSV folders to draw the items from (default: the 4,816 items "
+        "shipped with cascadekit, the same sample)"
+    )
+    run = sub.add_parser(
+        "run",
+        help="record (or resume recording) a model's option log-probs",
+        description="Record (or resume recording) a model's option log-probs, one JSON line per item.",
+    )
+    run.add_argument("--model", required=True, help="hub id, local model folder, or .gguf file")
+    run.add_argument("--gguf-file", default=None, help="GGUF file name inside the --model folder")
+    run.add_argument("--mmlu", type=Path, default=None, help=mmlu_help)
+    run.add_argument("--out", type=Path, required=True, help="JSON-lines file to append to (created if missing)")
+    run.add_argument("--shots", type=int, default=0, help="solved MMLU dev exemplars per prompt (default: 0)")
+    run.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "bfloat16", "float16", "float32"],
+        help="weights dtype; auto: bf16 where the CPU computes it natively, else float32 (default: auto)",
+    )
+    run.add_argument("--batch-size", type=int, default=8, help="most items per forward pass (default: 8)")
     run.add_argument("--limit", type=int, default=None, help="record at most this many new items in this call")
     run.add_argument("--limit-items", type=int, default=None, help="use only the first N items of the sample")
-    pk = sub.add_parser("pack", help="pack a finished recording into a compressed .npz")
-    pk.add_argument("jsonl", type=Path)
-    pk.add_argument("--mmlu", type=Path, required=True)
-    pk.add_argument("--out", type=Path, required=True)
-    pk.add_argument("--name", default=None, help="model label stored in the recording")
+    run.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_const",
+        const=False,
+        default=None,
+        help="no progress bar (default: a bar on stderr when it is a terminal)",
+    )
+    pk = sub.add_parser(
+        "pack",
+        help="pack a finished recording into a compressed .npz",
+        description="Pack a finished recording into a compressed .npz (float16 log-probs) with its metadata.",
+    )
+    pk.add_argument("jsonl", type=Path, help="the JSON-lines recording written by `run`")
+    pk.add_argument("--mmlu", type=Path, default=None, help=mmlu_help)
+    pk.add_argument("--out", type=Path, required=True, help=".npz file to write")
+    pk.add_argument("--name", default=None, help="model label stored in the recording (default: the recorded one)")
     pk.add_argument("--items-out", type=Path, default=None, help="also write the items (json.gz)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _items(mmlu: Path | None) -> ChoiceItems:
+    """The recorded items: drawn from the MMLU CSVs under ``mmlu``, else the shipped ones (the same sample)."""
+    from cascadekit.datasets import load_shipped_items, recording_sample  # noqa: PLC0415
+
+    return load_shipped_items() if mmlu is None else recording_sample(mmlu)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point (``cascadekit-record``, or ``python -m cascadekit.record``)."""
+    args = _parser().parse_args(argv)
     if args.command == "run":
-        items = recording_sample(args.mmlu)
+        from cascadekit.datasets import mmlu_exemplars  # noqa: PLC0415
+
+        items = _items(args.mmlu)
+        exemplars = None
+        if args.shots:
+            exemplars = mmlu_exemplars(items.take([i for i, x in enumerate(items.ids) if x.startswith("dev/")]))
         if args.limit_items is not None:
             items = items.take(range(min(args.limit_items, len(items))))
         n = record(
@@ -240,11 +285,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             dtype=args.dtype,
             batch_size=args.batch_size,
             limit=args.limit,
-            exemplars=mmlu_exemplars(load_mmlu(args.mmlu, "dev")) if args.shots else None,
+            exemplars=exemplars,
+            progress=args.progress,
         )
         print(f"recorded {n} new items into {args.out}")
         return 0
-    items = recording_sample(args.mmlu)
+    from cascadekit.datasets import save_items  # noqa: PLC0415
+
+    items = _items(args.mmlu)
     meta = pack_recording(args.jsonl, items, args.out, name=args.name)
     if args.items_out is not None:
         save_items(items, args.items_out)

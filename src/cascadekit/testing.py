@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
 from cascadekit.exceptions import CascadeInputError, NotFittedError
+from cascadekit.explanation import Explanation
 from cascadekit.items import ChoiceItems
 from cascadekit.protocols import Calibrator, Gate, Model
 
@@ -45,11 +47,13 @@ def check_calibrator(calibrator: Calibrator, n: int = 2000, seed: int = 0) -> No
 
     Rules: satisfies the protocol; ``decide`` before ``fit`` raises :class:`NotFittedError` naming
     ``fit``; ``fit`` returns ``self``; decisions are a bool tensor of the input's length and device;
-    float32 and float64 scores give the same decisions; fitting on permuted calibration data and
+    float32 and float64 scores give the same decisions; numpy scores and 0/1 integer labels give the
+    same decisions, returned as a numpy bool array; fitting on permuted calibration data and
     deciding permuted scores give the permuted decisions; NaN scores, 2-D scores, empty data,
     non-bool or mismatched ``correct`` raise :class:`CascadeInputError`; refitting is deterministic;
-    a fit that accepts no score in [0, 1] (here: on data where the model is always wrong) accepts
-    no score at all, ``+inf`` included (or refuses scores outside its domain with
+    ``explain()``, where defined, returns an :class:`~cascadekit.Explanation` after ``fit`` and raises
+    :class:`NotFittedError` before; a fit that accepts no score in [0, 1] (here: on data where the
+    model is always wrong) accepts no score at all, ``+inf`` included (or refuses scores outside its domain with
     :class:`CascadeInputError`) -- "accept nothing" is a state, not a threshold to exceed.
     """
     name = type(calibrator).__name__
@@ -78,6 +82,24 @@ def check_calibrator(calibrator: Calibrator, n: int = 2000, seed: int = 0) -> No
     assert torch.equal(permuted.decide(test), decided), f"{name}: fit depends on the order of calibration items"
     test_perm = torch.randperm(test.numel(), generator=torch.Generator().manual_seed(seed + 2))
     assert torch.equal(fitted.decide(test[test_perm]), decided[test_perm]), f"{name}.decide is not row-wise"
+
+    explain = getattr(fitted, "explain", None)
+    if callable(explain):
+        told = explain()
+        assert isinstance(told, Explanation), f"{name}.explain must return an Explanation, got {type(told).__name__}"
+        assert told.summary, f"{name}.explain: empty summary"
+        assert told.as_dict()["policy"], f"{name}.explain: no policy name"
+        unfitted = copy.deepcopy(calibrator)
+        msg = _expect_error(f"{name}.explain before fit", unfitted.explain, (NotFittedError,))  # type: ignore[attr-defined]
+        assert "fit" in msg, f"{name}: explain before fit should say to call fit first, got {msg!r}"
+
+    # numpy in, numpy out: float scores and 0/1 integer labels, the same decisions as with tensors
+    numpy_calibrator: Any = copy.deepcopy(calibrator)  # the protocol is typed on tensors; arrays are accepted
+    from_numpy = numpy_calibrator.fit(scores.numpy(), correct.numpy().astype("int64"))
+    as_numpy = from_numpy.decide(test.numpy())
+    assert not isinstance(as_numpy, torch.Tensor), f"{name}.decide(numpy scores) must return numpy, got a tensor"
+    assert as_numpy.dtype == bool, f"{name}.decide(numpy scores) must return bool, got {as_numpy.dtype}"
+    assert (as_numpy == decided.numpy()).all(), f"{name}: numpy inputs give other decisions than tensors"
 
     never_right = copy.deepcopy(calibrator).fit(scores, torch.zeros_like(correct))
     if not bool(never_right.decide(test).any()):
@@ -115,7 +137,8 @@ def check_gate(
     not match the items. A fixed-rule post gate keeps the dtype of ``log_probs``.
 
     A learnable gate (one with ``fit``) is passed unfitted, with the target model's ``correct``
-    (n,) on ``items``: scoring before ``fit`` raises :class:`NotFittedError` naming ``fit``, ``fit``
+    (n,) on ``items``: if it defines the fitted hook ``__cascadekit_is_fitted__``, the hook says
+    False and scoring before ``fit`` raises :class:`NotFittedError` naming ``fit``; ``fit``
     returns ``self``, refitting on permuted items gives the same scores, and the rules above are
     checked on the fitted gate.
     """
@@ -125,8 +148,11 @@ def check_gate(
     if learnable:
         assert correct is not None, f"check_gate: learnable gate {name} needs `correct`"
         fresh = copy.deepcopy(gate)
-        msg = _expect_error(f"{name}.score before fit", lambda: fresh.score(items, log_probs), (NotFittedError,))
-        assert "fit" in msg, f"{name}: the NotFittedError should say to call fit first, got {msg!r}"
+        hook = getattr(fresh, "__cascadekit_is_fitted__", None)
+        if hook is not None:  # it declares a fitted state: using it unfitted must fail
+            assert not hook(), f"{name}.__cascadekit_is_fitted__() is True before fit"
+            msg = _expect_error(f"{name}.score before fit", lambda: fresh.score(items, log_probs), (NotFittedError,))
+            assert "fit" in msg, f"{name}: the NotFittedError should say to call fit first, got {msg!r}"
         fitted = copy.deepcopy(gate)
         assert fitted.fit(items, correct, log_probs) is fitted, f"{name}.fit must return self"  # type: ignore[attr-defined]
         order = torch.randperm(len(items), generator=torch.Generator().manual_seed(1))

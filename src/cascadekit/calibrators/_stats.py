@@ -8,7 +8,6 @@ from typing import Literal
 
 import numpy as np
 import torch
-from scipy import stats
 
 from cascadekit._validation import describe
 from cascadekit.exceptions import CascadeInputError
@@ -16,7 +15,6 @@ from cascadekit.exceptions import CascadeInputError
 __all__ = [
     "GridCuts",
     "accepted_counts",
-    "accepted_sums",
     "binomial_pvalues",
     "default_grid",
     "default_threshold_grid",
@@ -38,6 +36,8 @@ def binomial_pvalues(errors: torch.Tensor, n: torch.Tensor, alpha: float) -> tor
     ``p = P(Binomial(n, alpha) <= errors)``; 1 where ``n == 0``. Equivalent to the one-sided
     Clopper-Pearson test. Returns float64 on the input's device.
     """
+    from scipy import stats  # noqa: PLC0415 - lazy: scipy.stats costs ~0.8 s at import
+
     k = errors.detach().cpu().numpy().astype(np.int64)
     m = n.detach().cpu().numpy().astype(np.int64)
     p = np.where(m > 0, stats.binom.cdf(k, np.maximum(m, 1), alpha), 1.0)
@@ -50,6 +50,8 @@ def hoeffding_bentkus_pvalues(errors: torch.Tensor, n: torch.Tensor, alpha: floa
     ``p = min(exp(-n h(min(r, alpha), alpha)), e * P(Binomial(n, alpha) <= ceil(n r)))`` with
     ``r = errors / n`` and ``h(a, b) = a log(a/b) + (1-a) log((1-a)/(1-b))``; 1 where ``n == 0``.
     """
+    from scipy import stats  # noqa: PLC0415 - lazy: scipy.stats costs ~0.8 s at import
+
     k = errors.detach().cpu().numpy().astype(np.float64)
     m = n.detach().cpu().numpy().astype(np.float64)
     safe_m = np.maximum(m, 1.0)
@@ -281,11 +283,6 @@ def default_grid(owner: str, scores: torch.Tensor, grid: torch.Tensor | None) ->
         msg = f"{owner}: `grid` must be strictly increasing with no NaN."
         raise CascadeInputError(msg)
     return grid
-
-
-def accepted_sums(scores: torch.Tensor, values: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-    """For every grid value t, the sum of ``values`` over items with ``score >= t``: shape (m,), float64."""
-    return GridCuts.of(scores, grid).sum(values)
 
 
 def holm_reject(p: torch.Tensor, level: float) -> torch.Tensor:

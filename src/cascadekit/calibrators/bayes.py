@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from cascadekit._fitting import check_fit_inputs, check_fitted, check_stage
+from cascadekit._arrays import accepts_arrays
+from cascadekit._fitting import check_fit_inputs, check_fitted, check_stage, outcome_prices
 from cascadekit._validation import check_scores
 from cascadekit.calibration import make_scaler
-from cascadekit.cost import bayes_decision
 from cascadekit.exceptions import CascadeInputError
-from cascadekit.protocols import Stage
+from cascadekit.explanation import Explanation
+from cascadekit.protocols import CostModel, Stage
 
 __all__ = ["BayesCalibrator"]
 
@@ -18,13 +19,16 @@ class BayesCalibrator:
     """Go ahead iff the Bayes rule of the linear cost says so for the calibrated probability.
 
     ``fit`` maps scores to probabilities with a scaler (:mod:`cascadekit.calibration`); ``decide``
-    runs iff ``c + (1 - p) E < S`` (``stage="pre"``) or answers iff ``(1 - p) E < S`` (``"post"``).
-    Needs a cost model with ``c_infer``, ``c_skip`` and ``c_error`` (e.g. :class:`~cascadekit.LinearCost`).
+    goes ahead iff the expected cost of going ahead is below that of holding back, prices asked of
+    ``cost`` through the :class:`~cascadekit.protocols.CostModel` protocol -- for
+    :class:`~cascadekit.LinearCost`: run iff ``c + (1 - p) E < S`` (``stage="pre"``), answer iff
+    ``(1 - p) E < S`` (``"post"``). Any cost model works, token-priced ones with ``n_tokens``.
 
     Parameters
     ----------
-    cost : LinearCost
-    stage : {"pre", "post"}, default "post"
+    cost : CostModel
+    stage : {"pre", "post"} or None, default None
+        None: ``"post"`` when used alone; in a :class:`~cascadekit.Cascade`, the gate's stage.
     scaler : {"temperature", "platt", "isotonic"}, default "platt"
         Temperature scaling needs scores in [0, 1].
 
@@ -42,34 +46,52 @@ class BayesCalibrator:
     tensor([False,  True])
     """
 
-    def __init__(self, cost: object, stage: Stage = "post", scaler: str = "platt") -> None:
+    context = ("n_tokens",)
+
+    def __init__(self, cost: CostModel, stage: Stage | None = None, scaler: str = "platt") -> None:
         self.cost = cost
         self.stage = stage
         self.scaler = scaler
 
-    def fit(self, scores: torch.Tensor, correct: torch.Tensor) -> BayesCalibrator:
-        """Fit the scaler on calibration scores (n,) and correctness (n,)."""
+    @accepts_arrays("scores", "n_tokens", labels=("correct",))
+    def fit(
+        self, scores: torch.Tensor, correct: torch.Tensor, n_tokens: torch.Tensor | None = None
+    ) -> BayesCalibrator:
+        """Fit the scaler on calibration scores (n,) and correctness (n,); ``n_tokens`` is not needed to fit."""
         check_fit_inputs("BayesCalibrator.fit", scores, correct)
-        check_stage("BayesCalibrator", self.stage)
-        for name in ("c_infer", "c_skip", "c_error"):
-            if not isinstance(getattr(self.cost, name, None), float | int):
-                msg = f"BayesCalibrator: `cost` must have numeric `{name}` (e.g. LinearCost), got {self.cost!r}."
-                raise CascadeInputError(msg)
+        check_stage("BayesCalibrator", self.stage or "post")
+        if not isinstance(self.cost, CostModel):
+            msg = f"BayesCalibrator: `cost` must satisfy the CostModel protocol (item_costs, ...), got {self.cost!r}."
+            raise CascadeInputError(msg)
         self.scaler_ = make_scaler(self.scaler).fit(scores, correct)
         return self
 
+    @accepts_arrays("scores", "n_tokens")
     def predict_proba(self, scores: torch.Tensor) -> torch.Tensor:
         """Calibrated probability that the model is right, (n,) float64."""
         check_fitted(self, "scaler_", "fit(scores, correct)", "predict_proba")
         return self.scaler_.predict_proba(scores)
 
-    def decide(self, scores: torch.Tensor) -> torch.Tensor:
-        """Bool tensor (n,) on the scores' device: True = go ahead."""
+    @accepts_arrays("scores", "n_tokens")
+    def decide(self, scores: torch.Tensor, n_tokens: torch.Tensor | None = None) -> torch.Tensor:
+        """Bool tensor (n,) on the scores' device: True = go ahead (``n_tokens`` (n,) for token prices)."""
         check_fitted(self, "scaler_", "fit(scores, correct)", "decide")
         check_scores("BayesCalibrator.decide", scores)
-        p = self.scaler_.predict_proba(scores)
-        c, s, e = (float(getattr(self.cost, k)) for k in ("c_infer", "c_skip", "c_error"))
-        return bayes_decision(p, c, s, e, check_stage("BayesCalibrator", self.stage)).to(scores.device)
+        p = self.scaler_.predict_proba(scores).to(torch.float64)
+        stage = check_stage("BayesCalibrator", self.stage or "post")
+        ar, aw, rr, rw = (x.to(device=p.device, dtype=torch.float64) for x in outcome_prices(
+            self.cost, stage, scores.numel(), n_tokens
+        ))  # fmt: skip
+        return (p * ar + (1 - p) * aw < p * rr + (1 - p) * rw).to(scores.device)
+
+    def explain(self) -> Explanation:
+        """The scaler and the expected-cost rule (no statistical guarantee)."""
+        check_fitted(self, "scaler_", "fit(scores, correct)", "explain")
+        return Explanation(
+            "BayesCalibrator",
+            "go ahead iff the calibrated chance of a right answer makes going ahead cheaper in expectation.",
+            {"stage": self.stage or "post", "scaler": self.scaler, "cost": repr(self.cost)},
+        )
 
     def __repr__(self) -> str:
         return f"BayesCalibrator(cost={self.cost!r}, stage={self.stage!r}, scaler={self.scaler!r})"

@@ -52,8 +52,9 @@ class ConformalCalibrator(LearnThenTestCalibrator):
     cost : CostModel, optional
         When given, the certified threshold of lowest calibration cost is chosen (accepting
         nothing included); otherwise the most permissive certified one.
-    stage : {"pre", "post"}, default "post"
+    stage : {"pre", "post"} or None, default None
         Which decision the threshold makes; only used to price actions when ``cost`` is given.
+        None: ``"post"`` when used alone; in a :class:`~cascadekit.Cascade`, the gate's stage.
     grid : torch.Tensor, shape (m,), optional
         Fixed candidate thresholds, strictly increasing. Default:
         :func:`~cascadekit.calibrators._stats.default_threshold_grid`, 1,001 even points on [0, 1]
@@ -99,7 +100,7 @@ class ConformalCalibrator(LearnThenTestCalibrator):
         alpha: float,
         delta: float = 0.1,
         cost: CostModel | None = None,
-        stage: Stage = "post",
+        stage: Stage | None = None,
         grid: torch.Tensor | None = None,
         pvalue: PValue = "binomial",
         fwer: FWER = "fixed_sequence",

@@ -7,8 +7,9 @@ from typing import Literal
 
 import torch
 
+from cascadekit._arrays import accepts_arrays
 from cascadekit._fitting import check_fit_inputs, check_fitted, check_stage, decide_threshold, stage_costs
-from cascadekit._validation import check_probability, check_scores
+from cascadekit._validation import _is_number, check_probability, check_scores
 from cascadekit.calibrators._stats import (
     FWER,
     GridCuts,
@@ -18,6 +19,7 @@ from cascadekit.calibrators._stats import (
     hoeffding_bentkus_pvalues,
 )
 from cascadekit.exceptions import CascadeInputError, NotCertifiedError
+from cascadekit.explanation import Explanation
 from cascadekit.protocols import CostModel, Stage
 
 __all__ = ["BudgetCalibrator", "LearnThenTestCalibrator", "max_item_cost"]
@@ -27,7 +29,11 @@ Uncertified = Literal["raise", "warn"]
 
 
 def max_item_cost(cost: CostModel, stage: Stage) -> float:
-    """The largest cost one item can incur at ``stage``: the bound that normalises cost to [0, 1]."""
+    """The largest cost one item can incur at ``stage``: the bound that normalises cost to [0, 1].
+
+    Asked of ``cost`` without token counts; a token-priced cost has no such bound in advance, and
+    :class:`LearnThenTestCalibrator` then needs ``cost_bound``.
+    """
     y = torch.tensor([True, False])
     accept, reject = stage_costs(cost, y, stage)
     return float(torch.cat([accept, reject]).max())
@@ -70,7 +76,8 @@ class LearnThenTestCalibrator:
     risk : {"error_among_accepted", "cost_per_item"}, default "error_among_accepted"
     cost : CostModel, optional
         Required for ``risk="cost_per_item"``; used to choose among certified thresholds.
-    stage : {"pre", "post"}, default "post"
+    stage : {"pre", "post"} or None, default None
+        None: ``"post"`` when used alone; in a :class:`~cascadekit.Cascade`, the gate's stage.
     grid : torch.Tensor, optional
         Fixed increasing thresholds; default
         :func:`~cascadekit.calibrators._stats.default_threshold_grid` (1,001 even points on [0, 1]
@@ -83,6 +90,11 @@ class LearnThenTestCalibrator:
         sharing ``delta``. More starts reach narrow certifiable regions (e.g. only the very top
         of the scores at a strict ``alpha``) at the price of a smaller level per start; 30 was
         chosen from {10, 30, 100} on 200 draws of the recorded pool (``docs/guarantees.md``).
+    cost_bound : float, optional
+        The largest cost one item can incur (normalises the cost for the Hoeffding-Bentkus test);
+        default: asked of ``cost`` (:func:`max_item_cost`). Needed with a token-priced cost, whose
+        per-item cost has no bound the cost model knows; it must be fixed in advance, not read off
+        the calibration data, and ``fit`` checks no calibration item exceeds it.
     if_uncertified : {"raise", "warn"}, default "raise"
         What ``fit`` does for ``risk="cost_per_item"`` when nothing is certified and accepting
         nothing costs more than ``alpha``: raise :class:`~cascadekit.exceptions.NotCertifiedError`,
@@ -105,11 +117,12 @@ class LearnThenTestCalibrator:
         delta: float = 0.1,
         risk: Risk = "error_among_accepted",
         cost: CostModel | None = None,
-        stage: Stage = "post",
+        stage: Stage | None = None,
         grid: torch.Tensor | None = None,
         pvalue: str | None = None,
         fwer: FWER = "fixed_sequence",
         n_starts: int = 30,
+        cost_bound: float | None = None,
         if_uncertified: Uncertified = "raise",
     ) -> None:
         self.alpha = alpha
@@ -121,14 +134,21 @@ class LearnThenTestCalibrator:
         self.pvalue = pvalue
         self.fwer = fwer
         self.n_starts = n_starts
+        self.cost_bound = cost_bound
         self.if_uncertified = if_uncertified
+
+    context = ("n_tokens",)
+
+    @property
+    def _stage(self) -> Stage:
+        return "post" if self.stage is None else self.stage
 
     # ------------------------------------------------------------------ stages
 
     def _fit_validate(self, scores: torch.Tensor) -> tuple[torch.Tensor, str]:
         owner = type(self).__name__
         check_probability(owner, "delta", self.delta)
-        check_stage(owner, self.stage)
+        check_stage(owner, self._stage)
         if self.risk not in ("error_among_accepted", "cost_per_item"):
             msg = f"{owner}: `risk` must be 'error_among_accepted' or 'cost_per_item', got {self.risk!r}."
             raise CascadeInputError(msg)
@@ -137,7 +157,7 @@ class LearnThenTestCalibrator:
         elif self.cost is None:
             msg = f"{owner}: risk='cost_per_item' needs `cost`."
             raise CascadeInputError(msg)
-        elif not (isinstance(self.alpha, int | float) and self.alpha > 0):
+        elif not (_is_number(self.alpha) and float(self.alpha) > 0):
             msg = f"{owner}: `alpha` (a cost per item) must be > 0, got {self.alpha!r}."
             raise CascadeInputError(msg)
         pvalue = self.pvalue or ("binomial" if self.risk == "error_among_accepted" else "hoeffding_bentkus")
@@ -158,15 +178,41 @@ class LearnThenTestCalibrator:
             raise CascadeInputError(msg)
         return default_grid(owner, scores, self.grid), pvalue
 
-    def _fit_pvalues(self, cuts: GridCuts, correct: torch.Tensor, pvalue: str) -> torch.Tensor:
+    def _fit_bound(self, accept: torch.Tensor, reject: torch.Tensor) -> float:
+        """The per-item cost bound: ``cost_bound``, or the cost model's own; checked against the data."""
+        owner = type(self).__name__
+        assert self.cost is not None
+        if self.cost_bound is None:
+            try:
+                bound = max_item_cost(self.cost, self._stage)
+            except CascadeInputError as err:
+                msg = (
+                    f"{owner}: risk='cost_per_item' needs the largest cost one item can incur, which {self.cost!r} "
+                    f"cannot give without token counts ({err}); pass `cost_bound=` fixed in advance."
+                )
+                raise CascadeInputError(msg) from err
+        elif isinstance(self.cost_bound, bool) or not isinstance(self.cost_bound, int | float) or self.cost_bound <= 0:
+            msg = f"{owner}: `cost_bound` must be a number > 0, got {self.cost_bound!r}."
+            raise CascadeInputError(msg)
+        else:
+            bound = float(self.cost_bound)
+        seen = float(torch.cat([accept, reject]).max())
+        if seen > bound * (1 + 1e-9):
+            msg = f"{owner}: a calibration item costs {seen:g}, above `cost_bound` = {bound:g}."
+            raise CascadeInputError(msg)
+        return bound
+
+    def _fit_pvalues(
+        self, cuts: GridCuts, correct: torch.Tensor, pvalue: str, n_tokens: torch.Tensor | None
+    ) -> torch.Tensor:
         n = correct.numel()
         if self.risk == "error_among_accepted":
             n_acc, k_acc = cuts.count(), cuts.sum(~correct).round().to(torch.int64)
             test = binomial_pvalues if pvalue == "binomial" else hoeffding_bentkus_pvalues
             return test(k_acc, n_acc, float(self.alpha))
         assert self.cost is not None
-        bound = max_item_cost(self.cost, self.stage)
-        accept, reject = stage_costs(self.cost, correct, self.stage)
+        accept, reject = stage_costs(self.cost, correct, self._stage, n_tokens)
+        bound = self._fit_bound(accept, reject)
         totals = reject.to(torch.float64).sum() + cuts.sum(accept - reject)
         level = float(self.alpha) / bound
         if level >= 1:  # every policy's cost is below the bound
@@ -176,12 +222,19 @@ class LearnThenTestCalibrator:
     def _fit_reject(self, p: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
         return fwer_reject(p, float(self.delta), self.fwer, self.n_starts, grid)
 
-    def _fit_select(self, cuts: GridCuts, correct: torch.Tensor, grid: torch.Tensor, valid: torch.Tensor) -> float:
+    def _fit_select(
+        self,
+        cuts: GridCuts,
+        correct: torch.Tensor,
+        grid: torch.Tensor,
+        valid: torch.Tensor,
+        n_tokens: torch.Tensor | None,
+    ) -> float:
         """Certified threshold of lowest calibration cost (ties: higher), or the most permissive one."""
-        nothing_ok = self.risk == "error_among_accepted" or self._nothing_within_budget(correct)
+        nothing_ok = self.risk == "error_among_accepted" or self._nothing_within_budget(correct, n_tokens)
         if self.cost is None:
             return float(grid[valid.nonzero()[0, 0]]) if bool(valid.any()) else float("inf")
-        accept, reject = stage_costs(self.cost, correct, self.stage)
+        accept, reject = stage_costs(self.cost, correct, self._stage, n_tokens)
         extra = cuts.sum(accept - reject)  # cost relative to accepting nothing
         extra = torch.where(valid, extra, torch.full_like(extra, float("inf")))
         best = int(torch.argmin(torch.flip(extra, [0])))
@@ -190,30 +243,47 @@ class LearnThenTestCalibrator:
             return float(torch.flip(grid, [0])[best])
         return float("inf")
 
-    def _nothing_within_budget(self, correct: torch.Tensor) -> bool:
-        """Whether accepting nothing satisfies the cost bound (its cost is known exactly: no randomness)."""
+    def _nothing_within_budget(self, correct: torch.Tensor, n_tokens: torch.Tensor | None) -> bool:
+        """Whether accepting nothing surely satisfies the cost bound.
+
+        Its cost is known exactly when holding back costs the same on every item (no randomness);
+        with per-item (token) prices it is not known, and the answer is no.
+        """
         assert self.cost is not None
-        _, reject = stage_costs(self.cost, correct[:1], self.stage)
+        _, reject = stage_costs(self.cost, correct, self._stage, n_tokens)
+        if bool((reject != reject[0]).any()):
+            return False
         return float(reject[0]) <= float(self.alpha)
 
     # ------------------------------------------------------------------ API
 
-    def fit(self, scores: torch.Tensor, correct: torch.Tensor) -> LearnThenTestCalibrator:
-        """Certify grid thresholds on calibration ``scores`` (n,) and ``correct`` (n,), then pick one."""
+    @accepts_arrays("scores", "n_tokens", labels=("correct",))
+    def fit(
+        self, scores: torch.Tensor, correct: torch.Tensor, n_tokens: torch.Tensor | None = None
+    ) -> LearnThenTestCalibrator:
+        """Certify grid thresholds on calibration ``scores`` (n,) and ``correct`` (n,), then pick one.
+
+        ``n_tokens`` (n,) prices the items for a token-priced ``cost``.
+        """
         check_fit_inputs(f"{type(self).__name__}.fit", scores, correct)
         grid, pvalue = self._fit_validate(scores)
         cuts = GridCuts.of(scores, grid)
-        p = self._fit_pvalues(cuts, correct, pvalue)
+        p = self._fit_pvalues(cuts, correct, pvalue, n_tokens)
         valid = self._fit_reject(p, grid)
         self.grid_ = grid
         self.p_values_ = p
         self.valid_ = valid
-        self.threshold_ = self._fit_select(cuts, correct, grid, valid)
+        self.threshold_ = self._fit_select(cuts, correct, grid, valid, n_tokens)
         self.certified_ = bool(valid.any())
+        self.n_calibration_ = correct.numel()
+        accepted = decide_threshold(scores, self.threshold_)
+        self.calibration_accepted_ = float(accepted.double().mean())
+        chosen = (grid == self.threshold_).nonzero()
+        self.p_value_ = float(p[chosen[0, 0]]) if chosen.numel() else 1.0
         if (
             self.risk == "cost_per_item"
             and self.threshold_ == float("inf")
-            and not self._nothing_within_budget(correct)
+            and not self._nothing_within_budget(correct, n_tokens)
         ):
             msg = (
                 f"{type(self).__name__}: no threshold is certified within {self.alpha} per item at "
@@ -226,11 +296,36 @@ class LearnThenTestCalibrator:
             warnings.warn(msg + " It accepts nothing, which breaks the bound.", stacklevel=2)
         return self
 
-    def decide(self, scores: torch.Tensor) -> torch.Tensor:
-        """Bool tensor (n,) on the scores' device: True = go ahead."""
+    @accepts_arrays("scores", "n_tokens")
+    def decide(self, scores: torch.Tensor, n_tokens: torch.Tensor | None = None) -> torch.Tensor:
+        """Bool tensor (n,) on the scores' device: True = go ahead (``n_tokens`` is not needed to decide)."""
         check_fitted(self, "threshold_")
         check_scores(f"{type(self).__name__}.decide", scores)
         return decide_threshold(scores, self.threshold_)
+
+    def explain(self) -> Explanation:
+        """The chosen threshold, what was certified and at what level, and the calibration figures."""
+        check_fitted(self, "threshold_", use="explain")
+        risk = "P(wrong | accepted)" if self.risk == "error_among_accepted" else "mean cost per item"
+        if self.threshold_ == float("inf"):
+            what = "nothing certified: accept nothing" if not self.certified_ else "accepting nothing is cheapest"
+        else:
+            what = f"go ahead iff score >= {self.threshold_:.6g}"
+        return Explanation(
+            type(self).__name__,
+            f"{what}; guarantee: {risk} <= {self.alpha} with probability >= {1 - float(self.delta):.3g}.",
+            {
+                "stage": self._stage,
+                "threshold": self.threshold_,
+                "risk bounded": risk,
+                "alpha": self.alpha,
+                "delta": self.delta,
+                "thresholds certified": f"{int(self.valid_.sum())} of {self.grid_.numel()} ({self.fwer})",
+                "p-value at the threshold": self.p_value_,
+                "share of calibration items accepted": self.calibration_accepted_,
+                "n_calibration": self.n_calibration_,
+            },
+        )
 
     def __repr__(self) -> str:
         return (
@@ -257,8 +352,9 @@ class BudgetCalibrator(LearnThenTestCalibrator):
         Mean cost per item allowed, in the cost model's units.
     cost : CostModel
     delta : float in (0, 1), default 0.1
-    stage : {"pre", "post"}, default "pre"
-    grid, fwer, n_starts, if_uncertified
+    stage : {"pre", "post"} or None, default None
+        None: ``"post"`` when used alone; in a :class:`~cascadekit.Cascade`, the gate's stage.
+    grid, fwer, n_starts, cost_bound, if_uncertified
         As in :class:`LearnThenTestCalibrator`.
 
     Examples
@@ -276,10 +372,11 @@ class BudgetCalibrator(LearnThenTestCalibrator):
         budget: float,
         cost: CostModel,
         delta: float = 0.1,
-        stage: Stage = "pre",
+        stage: Stage | None = None,
         grid: torch.Tensor | None = None,
         fwer: FWER = "fixed_sequence",
         n_starts: int = 30,
+        cost_bound: float | None = None,
         if_uncertified: Uncertified = "raise",
     ) -> None:
         super().__init__(
@@ -292,11 +389,19 @@ class BudgetCalibrator(LearnThenTestCalibrator):
             pvalue="hoeffding_bentkus",
             fwer=fwer,
             n_starts=n_starts,
+            cost_bound=cost_bound,
             if_uncertified=if_uncertified,
         )
         self.budget = budget
 
-    def _fit_select(self, cuts: GridCuts, correct: torch.Tensor, grid: torch.Tensor, valid: torch.Tensor) -> float:
+    def _fit_select(
+        self,
+        cuts: GridCuts,
+        correct: torch.Tensor,
+        grid: torch.Tensor,
+        valid: torch.Tensor,
+        n_tokens: torch.Tensor | None,
+    ) -> float:
         right = cuts.sum(correct)
         right = torch.where(valid, right, torch.full_like(right, -1.0))
         if bool(valid.any()) and float(right.max()) > 0:

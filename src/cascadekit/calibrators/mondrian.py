@@ -5,15 +5,17 @@ from __future__ import annotations
 import copy
 import warnings
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 import torch
 
+from cascadekit._arrays import accepts_arrays
 from cascadekit._fitting import check_fit_inputs, check_fitted
 from cascadekit._validation import check_scores
 from cascadekit.exceptions import CascadeInputError
+from cascadekit.explanation import Explanation, explain
 from cascadekit.protocols import Calibrator
 
 __all__ = ["MondrianCalibrator"]
@@ -142,8 +144,13 @@ class MondrianCalibrator:
 
     @property
     def stage(self) -> object:
-        """The wrapped calibrator's stage, if it has one."""
+        """The wrapped calibrator's stage, if it has one (setting it sets the base's, as a Cascade does)."""
         return getattr(self.base, "stage", None)
+
+    @stage.setter
+    def stage(self, value: object) -> None:
+        if hasattr(self.base, "stage"):
+            self.base.stage = value
 
     def _check_options(self) -> None:
         if self.unknown not in _UNKNOWN:
@@ -186,8 +193,23 @@ class MondrianCalibrator:
             raise CascadeInputError(msg) from err
         return unique.tolist(), inverse.reshape(-1), counts
 
+    @property
+    def context(self) -> tuple[str, ...]:
+        """``("groups",)`` plus whatever per-item context ``base`` asks for (passed on per group)."""
+        return ("groups", *(k for k in getattr(self.base, "context", ()) if k != "groups"))
+
+    def _base_context(self, context: dict[str, Any], mask: torch.Tensor | None = None) -> dict[str, Any]:
+        """The context ``base`` asks for, restricted to ``mask``'s items (tensors only; None passes as None)."""
+        wanted = [k for k in getattr(self.base, "context", ()) if k != "groups"]
+        out: dict[str, Any] = {}
+        for key in wanted:
+            value = context.get(key)
+            out[key] = value[mask.to(value.device)] if isinstance(value, torch.Tensor) and mask is not None else value
+        return out
+
+    @accepts_arrays("scores", "n_tokens", labels=("correct",))
     def fit(
-        self, scores: torch.Tensor, correct: torch.Tensor, groups: Sequence[str] | None = None
+        self, scores: torch.Tensor, correct: torch.Tensor, groups: Sequence[str] | None = None, **context: Any
     ) -> MondrianCalibrator:
         """Fit the pooled calibrator and one per group with at least ``min_group_size`` items.
 
@@ -199,6 +221,8 @@ class MondrianCalibrator:
             Whether the model is right on each calibration item.
         groups : sequence of n str, optional
             Each calibration item's group; without it only the pooled calibrator is fitted.
+        **context
+            Further per-item context ``base`` asks for (e.g. ``n_tokens``), split by group.
 
         Returns
         -------
@@ -225,14 +249,17 @@ class MondrianCalibrator:
                     small.append(group)
                     continue
                 mask = codes == code
-                per_group[group] = copy.deepcopy(self.base).fit(scores[mask], correct[mask])
-        self.pooled_ = copy.deepcopy(self.base).fit(scores, correct)
+                per_group[group] = copy.deepcopy(self.base).fit(
+                    scores[mask], correct[mask], **self._base_context(context, mask)
+                )
+        self.pooled_ = copy.deepcopy(self.base).fit(scores, correct, **self._base_context(context))
         self.group_calibrators_ = per_group
         self.groups_ = tuple(seen)
         self.pooled_groups_ = tuple(small)
         return self
 
-    def decide(self, scores: torch.Tensor, groups: Sequence[str] | None = None) -> torch.Tensor:
+    @accepts_arrays("scores", "n_tokens")
+    def decide(self, scores: torch.Tensor, groups: Sequence[str] | None = None, **context: Any) -> torch.Tensor:
         """Bool tensor (n,) on the scores' device: each item decided per its group (see the class notes).
 
         Parameters
@@ -241,6 +268,8 @@ class MondrianCalibrator:
             Scores of the items to decide.
         groups : sequence of n str, optional
             Each item's group; needed when ``fit`` was given groups (unless ``unknown`` is not "raise").
+        **context
+            Further per-item context ``base`` asks for (e.g. ``n_tokens``).
 
         Raises
         ------
@@ -260,7 +289,7 @@ class MondrianCalibrator:
         n = scores.numel()
         if groups is None:
             if not self.groups_:  # fitted without groups too: the pooled calibrator, as documented
-                return self.pooled_.decide(scores)
+                return self.pooled_.decide(scores, **self._base_context(context))
             if self.unknown == "raise":
                 msg = (
                     f"{owner}: `groups` is missing, but the calibrator was fitted with {len(self.groups_)} group(s) "
@@ -269,7 +298,7 @@ class MondrianCalibrator:
                     f"(hold every item back) to treat all items as in unknown groups."
                 )
                 raise CascadeInputError(msg)
-            return self._decide_unknown_all(owner, scores, "`groups` is missing")
+            return self._decide_unknown_all(owner, scores, "`groups` is missing", context)
         unique, inverse, counts = self._encode(owner, groups, n)
         if not self.groups_:
             if self.unknown == "raise":
@@ -279,7 +308,7 @@ class MondrianCalibrator:
                     f"calibrator, or set unknown='pooled' or unknown='reject'."
                 )
                 raise CascadeInputError(msg)
-            return self._decide_unknown_all(owner, scores, "the calibrator was fitted without groups")
+            return self._decide_unknown_all(owner, scores, "the calibrator was fitted without groups", context)
 
         slots = self._slots(owner, unique, counts.tolist(), n)
         present = sorted(set(slots.tolist()))
@@ -288,14 +317,16 @@ class MondrianCalibrator:
             only = present[0]
             if only == _REJECT:
                 return torch.zeros(n, dtype=torch.bool, device=scores.device)
-            return (self.pooled_ if only == _POOLED else calibrators[only]).decide(scores)
+            chosen = self.pooled_ if only == _POOLED else calibrators[only]
+            return chosen.decide(scores, **self._base_context(context))
         codes = torch.from_numpy(slots[inverse]).to(scores.device)
         out = torch.zeros(n, dtype=torch.bool, device=scores.device)
         for code in present:
             if code == _REJECT:
                 continue
             mask = codes == code
-            out[mask] = (self.pooled_ if code == _POOLED else calibrators[code]).decide(scores[mask])
+            chosen = self.pooled_ if code == _POOLED else calibrators[code]
+            out[mask] = chosen.decide(scores[mask], **self._base_context(context, mask))
         return out
 
     def _slots(self, owner: str, unique: list[str], counts: list[int], n: int) -> npt.NDArray[np.int64]:
@@ -336,7 +367,9 @@ class MondrianCalibrator:
                 )
         return slots
 
-    def _decide_unknown_all(self, owner: str, scores: torch.Tensor, why: str) -> torch.Tensor:
+    def _decide_unknown_all(
+        self, owner: str, scores: torch.Tensor, why: str, context: dict[str, Any] | None = None
+    ) -> torch.Tensor:
         """Every item is in an unknown group and ``unknown`` is "pooled" or "reject"."""
         n = scores.numel()
         if self.unknown == "reject":
@@ -348,7 +381,26 @@ class MondrianCalibrator:
                 UserWarning,
                 stacklevel=3,
             )
-        return self.pooled_.decide(scores)
+        return self.pooled_.decide(scores, **self._base_context(context or {}))
+
+    def explain(self) -> Explanation:
+        """The pooled calibrator and each group's own, and which groups have none."""
+        check_fitted(self, "pooled_", use="explain")
+        details: dict[str, Any] = {
+            "groups with their own calibrator": len(self.group_calibrators_),
+            "groups decided by the pooled one" if self.small_groups == "pooled" else "small groups rejected": (
+                ", ".join(self.pooled_groups_) or "none"
+            ),
+            "unseen groups": self.unknown,
+            "pooled": explain(self.pooled_),
+        }
+        for group, cal in self.group_calibrators_.items():
+            details[f"group {group!r}"] = explain(cal)
+        return Explanation(
+            "MondrianCalibrator",
+            "each item is decided by its group's own calibrator (per-group guarantee), small groups as set.",
+            details,
+        )
 
     def __repr__(self) -> str:
         extra = "" if self.unknown == "raise" else f", unknown={self.unknown!r}"

@@ -9,10 +9,12 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from cascadekit._arrays import accepts_arrays
 from cascadekit._fitting import check_fit_inputs, check_fitted, decide_threshold
 from cascadekit._validation import check_scores, describe
 from cascadekit.calibrators._stats import accepted_counts, default_grid
 from cascadekit.exceptions import CascadeInputError
+from cascadekit.explanation import Explanation
 
 __all__ = ["RiskControlCalibrator", "answered_wrong_loss", "crc_threshold_from_risk", "crc_threshold_from_sums"]
 
@@ -142,6 +144,7 @@ class RiskControlCalibrator:
         self.bound = bound
         self.grid = grid
 
+    @accepts_arrays("scores", "n_tokens", labels=("correct",))
     def fit(self, scores: torch.Tensor, correct: torch.Tensor) -> RiskControlCalibrator:
         """Choose ``threshold_`` on calibration ``scores`` (n,) and ``correct`` (n,)."""
         owner = "RiskControlCalibrator"
@@ -173,11 +176,29 @@ class RiskControlCalibrator:
         )
         return self
 
+    @accepts_arrays("scores", "n_tokens")
     def decide(self, scores: torch.Tensor) -> torch.Tensor:
         """Bool tensor (n,) on the scores' device: True = accept."""
         check_fitted(self, "threshold_")
         check_scores("RiskControlCalibrator.decide", scores)
         return decide_threshold(scores, self.threshold_)
+
+    def explain(self) -> Explanation:
+        """The chosen threshold and the expected-loss guarantee."""
+        check_fitted(self, "threshold_", use="explain")
+        what = "nothing qualifies: accept nothing" if self.threshold_ == float("inf") else (
+            f"accept iff score >= {self.threshold_:.6g}"
+        )
+        return Explanation(
+            "RiskControlCalibrator",
+            f"{what}; guarantee: E[loss] <= {self.alpha} over calibration and test draw (in expectation).",
+            {
+                "threshold": self.threshold_,
+                "alpha": self.alpha,
+                "loss bound": self.bound,
+                "calibration risk at the threshold": self.calibration_risk_,
+            },
+        )
 
     def __repr__(self) -> str:
         return f"RiskControlCalibrator(alpha={self.alpha!r}, bound={self.bound!r})"

@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from scipy import stats
 
+from cascadekit._arrays import accepts_arrays
 from cascadekit._fitting import check_fit_inputs, check_fitted, decide_threshold
 from cascadekit._validation import check_bool, check_probability, check_scores
 from cascadekit.calibrators._stats import (
@@ -19,6 +19,7 @@ from cascadekit.calibrators._stats import (
     fallback_starts,
 )
 from cascadekit.exceptions import CascadeInputError
+from cascadekit.explanation import Explanation
 
 __all__ = ["SequentialProfiler", "walk_order"]
 
@@ -199,6 +200,8 @@ class SequentialProfiler:
         self, scores: torch.Tensor, right: torch.Tensor, grid: torch.Tensor, cutoff: int, level: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(certified, refuted) masks over the grid from the labels so far; only thresholds >= the cutoff count."""
+        from scipy import stats  # noqa: PLC0415 - lazy: scipy.stats costs ~0.8 s at import
+
         cuts = GridCuts.of(scores, grid)
         n_acc, k_acc = cuts.count(), cuts.sum((~right).double()).round().to(torch.int64)
         live = torch.arange(grid.numel()) >= cutoff
@@ -264,16 +267,35 @@ class SequentialProfiler:
         self.history_ = history
         return self
 
+    @accepts_arrays("scores", "n_tokens", labels=("correct",))
     def fit(self, scores: torch.Tensor, correct: torch.Tensor) -> SequentialProfiler:
         """Profile with ``correct`` (n,) as the labelling oracle; only the labels asked for are read."""
         check_fit_inputs("SequentialProfiler.fit", scores, correct)
         return self.profile(scores, lambda idx: correct[idx.to(correct.device)])
 
+    @accepts_arrays("scores", "n_tokens")
     def decide(self, scores: torch.Tensor) -> torch.Tensor:
         """Bool tensor (n,) on the scores' device: True = accept."""
         check_fitted(self, "threshold_")
         check_scores("SequentialProfiler.decide", scores)
         return decide_threshold(scores, self.threshold_)
+
+    def explain(self) -> Explanation:
+        """The certified threshold and how many labels it took."""
+        check_fitted(self, "threshold_", use="explain")
+        what = f"accept iff score >= {self.threshold_:.6g}" if self.certified_ else "nothing certified: accept nothing"
+        return Explanation(
+            "SequentialProfiler",
+            f"{what}; guarantee: P(wrong | accepted) <= {self.alpha} with probability >= {1 - float(self.delta):.3g}.",
+            {
+                "threshold": self.threshold_,
+                "alpha": self.alpha,
+                "delta": self.delta,
+                "labels used": self.labels_used_,
+                "pool items walked": self.walked_,
+                "looks": self.looks_,
+            },
+        )
 
     def __repr__(self) -> str:
         return (

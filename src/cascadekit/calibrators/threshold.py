@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import torch
 
+from cascadekit._arrays import accepts_arrays
 from cascadekit._fitting import check_fit_inputs, check_fitted, check_stage, decide_threshold, stage_costs
 from cascadekit._validation import check_scores
 from cascadekit.exceptions import CascadeInputError
+from cascadekit.explanation import Explanation
 from cascadekit.protocols import CostModel, Stage
 
 __all__ = ["ConstantCalibrator", "ThresholdCalibrator", "min_cost_threshold"]
@@ -35,6 +37,7 @@ def _min_cost_threshold_compute(
     return threshold, float(totals[j])
 
 
+@accepts_arrays("scores", "accept_costs", "reject_costs")
 def min_cost_threshold(
     scores: torch.Tensor, accept_costs: torch.Tensor, reject_costs: torch.Tensor
 ) -> tuple[float, float]:
@@ -87,9 +90,10 @@ class ThresholdCalibrator:
     ----------
     cost : CostModel
         Prices of the outcomes (e.g. :class:`~cascadekit.LinearCost`).
-    stage : {"pre", "post"}, default "post"
+    stage : {"pre", "post"} or None, default None
         ``"pre"``: going ahead runs the model, holding back skips it. ``"post"``: the model has
-        run; going ahead uses its answer, holding back abstains.
+        run; going ahead uses its answer, holding back abstains. None: ``"post"`` when used alone;
+        in a :class:`~cascadekit.Cascade`, the gate's stage.
 
     Attributes
     ----------
@@ -109,25 +113,52 @@ class ThresholdCalibrator:
     tensor([ True, False])
     """
 
-    def __init__(self, cost: CostModel, stage: Stage = "post") -> None:
+    context = ("n_tokens",)
+
+    def __init__(self, cost: CostModel, stage: Stage | None = None) -> None:
         self.cost = cost
         self.stage = stage
 
-    def fit(self, scores: torch.Tensor, correct: torch.Tensor) -> ThresholdCalibrator:
-        """Choose ``threshold_`` on calibration ``scores`` (n,) and model correctness ``correct`` (n,)."""
+    @accepts_arrays("scores", "n_tokens", labels=("correct",))
+    def fit(
+        self, scores: torch.Tensor, correct: torch.Tensor, n_tokens: torch.Tensor | None = None
+    ) -> ThresholdCalibrator:
+        """Choose ``threshold_`` on calibration ``scores`` and ``correct`` (n,); ``n_tokens`` (n,) for token prices."""
         check_fit_inputs("ThresholdCalibrator.fit", scores, correct)
-        stage = check_stage("ThresholdCalibrator", self.stage)
-        accept, reject = stage_costs(self.cost, correct, stage)
+        stage = check_stage("ThresholdCalibrator", "post" if self.stage is None else self.stage)
+        if not isinstance(self.cost, CostModel):
+            msg = (
+                "ThresholdCalibrator: `cost` must satisfy the CostModel protocol (item_costs, breakdown), "
+                f"e.g. LinearCost(c_infer=1, c_skip=3, c_error=6); got {self.cost!r}."
+            )
+            raise CascadeInputError(msg)
+        accept, reject = stage_costs(self.cost, correct, stage, n_tokens)
         threshold, total = _min_cost_threshold_compute(scores, accept, reject)
         self.threshold_ = threshold
         self.calibration_cost_ = total / scores.numel()
+        self.n_calibration_ = scores.numel()
         return self
 
-    def decide(self, scores: torch.Tensor) -> torch.Tensor:
-        """Bool tensor (n,) on the scores' device: True = go ahead."""
+    @accepts_arrays("scores", "n_tokens")
+    def decide(self, scores: torch.Tensor, n_tokens: torch.Tensor | None = None) -> torch.Tensor:
+        """Bool tensor (n,) on the scores' device: True = go ahead (``n_tokens`` is not needed to decide)."""
         check_fitted(self, "threshold_")
         check_scores("ThresholdCalibrator.decide", scores)
         return decide_threshold(scores, self.threshold_)
+
+    def explain(self) -> Explanation:
+        """The chosen threshold and its mean calibration cost (no guarantee)."""
+        check_fitted(self, "threshold_", use="explain")
+        return Explanation(
+            "ThresholdCalibrator",
+            "go ahead iff the score reaches the threshold of lowest calibration cost (no statistical guarantee).",
+            {
+                "stage": "post" if self.stage is None else self.stage,
+                "threshold": self.threshold_,
+                "mean calibration cost per item": self.calibration_cost_,
+                "n_calibration": self.n_calibration_,
+            },
+        )
 
     def __repr__(self) -> str:
         return f"ThresholdCalibrator(cost={self.cost!r}, stage={self.stage!r})"
@@ -145,6 +176,7 @@ class ConstantCalibrator:
     def __init__(self, accept: bool = True) -> None:
         self.accept = accept
 
+    @accepts_arrays("scores", "n_tokens", labels=("correct",))
     def fit(self, scores: torch.Tensor, correct: torch.Tensor) -> ConstantCalibrator:
         """Check the inputs and record that fit was called; a constant policy learns nothing."""
         check_fit_inputs("ConstantCalibrator.fit", scores, correct)
@@ -154,11 +186,17 @@ class ConstantCalibrator:
         self.threshold_ = float("-inf") if self.accept else float("inf")
         return self
 
+    @accepts_arrays("scores", "n_tokens")
     def decide(self, scores: torch.Tensor) -> torch.Tensor:
         """All True or all False, shape (n,), on the scores' device."""
         check_fitted(self, "threshold_")
         check_scores("ConstantCalibrator.decide", scores)
         return torch.full(scores.shape, self.accept, dtype=torch.bool, device=scores.device)
+
+    def explain(self) -> Explanation:
+        """Always or never."""
+        check_fitted(self, "threshold_", use="explain")
+        return Explanation("ConstantCalibrator", "always go ahead." if self.accept else "never go ahead.", {})
 
     def __repr__(self) -> str:
         return f"ConstantCalibrator(accept={self.accept!r})"

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cascadekit._arrays import accepts_arrays
 from cascadekit._fitting import check_fitted
 from cascadekit._validation import check_bool, check_nonnegative
 from cascadekit.exceptions import CascadeInputError, NotFittedError
@@ -45,13 +46,26 @@ def make_classifier(spec: object, seed: int) -> Any:
 
 
 def is_fitted(obj: object) -> bool:
-    """True when ``obj`` has learned state: a public attribute ending in ``_`` (scikit-learn's convention)."""
-    return any(k.endswith("_") and not k.startswith("_") for k in vars(obj))
+    """Whether ``obj`` is fitted, by its ``__cascadekit_is_fitted__()`` hook; True for objects without one.
+
+    The hook is the documented way for any component (built-in or yours) to tell the cascade it
+    still needs ``fit``; a component without it is trusted.
+    """
+    hook = getattr(obj, "__cascadekit_is_fitted__", None)
+    return True if hook is None else bool(hook())
+
+
+class FittedByAttributes:
+    """Mixin: fitted once ``fit`` has set a public attribute ending in ``_`` (scikit-learn's convention)."""
+
+    def __cascadekit_is_fitted__(self) -> bool:
+        """True when a public attribute ending in ``_`` exists."""
+        return any(k.endswith("_") and not k.startswith("_") for k in vars(self))
 
 
 def require_fitted(gate: object) -> None:
     """Raise :class:`NotFittedError` for a learnable gate that has not been fitted."""
-    if hasattr(gate, "fit") and not is_fitted(gate):
+    if not is_fitted(gate):
         name = type(gate).__name__
         msg = (
             f"This {name} instance is not fitted yet. Call `{name}.fit(items, correct)` on training items "
@@ -60,7 +74,7 @@ def require_fitted(gate: object) -> None:
         raise NotFittedError(msg)
 
 
-class LearnedGate:
+class LearnedGate(FittedByAttributes):
     """Base of gates that learn P(target model correct | features) with a scikit-learn classifier.
 
     Subclasses implement ``_features(items, log_probs) -> (n, d) float64 tensor``. The score is the
@@ -77,6 +91,7 @@ class LearnedGate:
     def _features(self, items: ChoiceItems, log_probs: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
 
+    @accepts_arrays(labels=("correct",), like="correct")
     def fit(self, items: ChoiceItems, correct: torch.Tensor, log_probs: torch.Tensor | None = None) -> LearnedGate:
         """Learn from training ``items`` and the target model's correctness on them, ``correct`` (n,) bool."""
         owner = f"{type(self).__name__}.fit"

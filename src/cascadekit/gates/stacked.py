@@ -9,10 +9,11 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from cascadekit._arrays import accepts_arrays
 from cascadekit._fitting import check_fitted
 from cascadekit._validation import check_bool
 from cascadekit.exceptions import CascadeInputError
-from cascadekit.gates._learned import make_classifier
+from cascadekit.gates._learned import FittedByAttributes, make_classifier
 from cascadekit.items import ChoiceItems
 from cascadekit.protocols import Gate, Stage
 
@@ -27,7 +28,7 @@ def _fit_gate(gate: Gate, items: ChoiceItems, correct: torch.Tensor, log_probs: 
     return fresh
 
 
-class StackedGate:
+class StackedGate(FittedByAttributes):
     """Stack gates: their scores are the features of a learned combiner predicting correctness.
 
     ``fit`` uses cross-fitting so the combiner never sees a base gate's score on an item that gate
@@ -88,6 +89,7 @@ class StackedGate:
         cols = [g.score(items, log_probs if g.stage == "post" else None).to(torch.float64) for g in gates]
         return torch.stack(cols, dim=1).cpu().numpy()
 
+    @accepts_arrays(labels=("correct",), like="correct")
     def fit(self, items: ChoiceItems, correct: torch.Tensor, log_probs: torch.Tensor | None = None) -> StackedGate:
         """Cross-fit the base gates and fit the combiner on training items (see the class docstring)."""
         self._validate()

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import torch
 
+from cascadekit._arrays import accepts_arrays
 from cascadekit._fitting import check_fitted
 from cascadekit._validation import check_bool, check_nonnegative
 from cascadekit.exceptions import CascadeInputError
+from cascadekit.gates._learned import FittedByAttributes
 from cascadekit.items import ChoiceItems
 
 __all__ = ["SubjectPriorGate", "beta_binomial_prior"]
@@ -37,7 +39,7 @@ def beta_binomial_prior(successes: torch.Tensor, trials: torch.Tensor) -> tuple[
     return mean, float(min(max(mean * (1 - mean) / tau2 - 1, 1.0), 1e4))
 
 
-class SubjectPriorGate:
+class SubjectPriorGate(FittedByAttributes):
     """Score = posterior mean accuracy of the target model on the item's subject.
 
     With ``k`` right out of ``n`` training items in a subject and a Beta prior of mean ``m`` and
@@ -69,6 +71,7 @@ class SubjectPriorGate:
         self.unknown = unknown
         self.cost = cost
 
+    @accepts_arrays(labels=("correct",), like="correct")
     def fit(self, items: ChoiceItems, correct: torch.Tensor, log_probs: torch.Tensor | None = None) -> SubjectPriorGate:
         """Count the target model's right answers per subject on training items."""
         check_bool("SubjectPriorGate.fit", correct, "correct", len(items))

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-__all__ = ["PREFIX_PASS_TOKENS", "partition_sorted"]
+from typing import Literal
+
+import torch
+
+__all__ = ["PREFIX_PASS_TOKENS", "pad_batch", "partition_sorted"]
 
 # the charge per forward pass, in tokens, when batching prefixes (HFChoiceModel._prefix_kvs): one
 # more pass reads the weights once more, a small price next to a prefix of several hundred tokens
@@ -39,3 +43,24 @@ def partition_sorted(
     while cuts[-1] > 0:
         cuts.append(start_of[cuts[-1]])
     return cuts[::-1]
+
+
+def pad_batch(
+    seqs: list[list[int]], pad_id: int, device: torch.device, side: Literal["left", "right"]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(input_ids, attention_mask, position_ids)`` of token sequences padded on ``side`` to the longest.
+
+    Positions count the real tokens only, so a row scores the same whichever side its padding is on.
+    """
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), int(pad_id), dtype=torch.int64)
+    mask = torch.zeros((len(seqs), width), dtype=torch.int64)
+    for r, s in enumerate(seqs):
+        if side == "right":
+            ids[r, : len(s)] = torch.tensor(s)
+            mask[r, : len(s)] = 1
+        else:
+            ids[r, width - len(s) :] = torch.tensor(s)
+            mask[r, width - len(s) :] = 1
+    positions = (mask.cumsum(1) - 1).clamp(min=0)
+    return ids.to(device), mask.to(device), positions.to(device)

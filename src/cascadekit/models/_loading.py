@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,52 @@ from cascadekit.models._layout import (
     widest_linear_weight,
 )
 
-__all__ = ["load_causal_lm"]
+__all__ = ["check_local_source", "load_causal_lm"]
+
+
+def _looks_local(source: str) -> bool:
+    """Whether ``source`` can only be a path: hub ids are ``name`` or ``owner/name``, never these."""
+    return (
+        source.startswith(("/", "./", "../", "~", ".\\", "..\\"))
+        or source in (".", "..")
+        or source.endswith(".gguf")
+        or "\\" in source
+        or source.count("/") > 1
+        or (len(source) > 1 and source[1] == ":")  # a Windows drive
+    )
+
+
+def check_local_source(name_or_path: str | Path, gguf_file: str | None) -> str:
+    """``name_or_path`` as a string (``~`` expanded), after checking that a local path exists.
+
+    A :class:`~pathlib.Path`, or a string that cannot be a hub id (it starts with ``/``, ``./``,
+    ``../`` or ``~``, holds more than one ``/``, or ends in ``.gguf``) must name an existing
+    folder or file, and ``gguf_file`` must exist inside it: otherwise a
+    :class:`~cascadekit.exceptions.CascadeInputError` says so, instead of transformers'
+    complaint about the form of a repo id. Anything else is left to transformers (a hub id).
+    """
+    source = str(name_or_path)
+    path = Path(source).expanduser()
+    local = isinstance(name_or_path, Path) or _looks_local(source) or path.exists()
+    if not local:
+        return source
+    target = path / gguf_file if gguf_file is not None and path.is_dir() else path
+    if not target.exists() or (source.endswith(".gguf") and not target.is_file()):
+        hint = "" if target.is_absolute() else f" (from {Path.cwd()})"
+        msg = (
+            f"HFChoiceModel.from_pretrained: no such folder or file: {str(target)!r}{hint}. "
+            "Give an existing local folder or .gguf file, or a hub id such as 'Qwen/Qwen2.5-1.5B-Instruct'."
+        )
+        raise CascadeInputError(msg)
+    return str(path)
+
+
+def _dtype_keyword() -> str:
+    """``from_pretrained``'s dtype keyword: ``dtype`` since transformers 4.56, ``torch_dtype`` before."""
+    import transformers  # noqa: PLC0415
+
+    major, minor = (int(x) for x in re.findall(r"\d+", transformers.__version__)[:2])
+    return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
 
 
 def load_causal_lm(
@@ -44,12 +90,9 @@ def load_causal_lm(
     except ImportError as err:  # pragma: no cover - depends on the environment
         msg = "HFChoiceModel.from_pretrained needs transformers: pip install 'cascadekit[hf]'."
         raise ImportError(msg) from err
-    source = str(name_or_path)
+    source = check_local_source(name_or_path, gguf_file)
     if gguf_file is None and source.endswith(".gguf"):
         path = Path(source)
-        if not path.is_file():
-            msg = f"HFChoiceModel.from_pretrained: GGUF file {source!r} does not exist."
-            raise CascadeInputError(msg)
         source, gguf_file = str(path.parent), path.name
     torch_dtype = resolve_dtype(dtype, device)
     extra: dict[str, Any] = {} if gguf_file is None else {"gguf_file": gguf_file}
@@ -60,7 +103,8 @@ def load_causal_lm(
 
         dequantize = torch_dtype != torch.float32 if gguf_dequantize is None else gguf_dequantize
         model_extra["quantization_config"] = GgufConfig(dequantize=dequantize)
-    model: Any = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **model_extra)
+    model_extra[_dtype_keyword()] = torch_dtype
+    model: Any = AutoModelForCausalLM.from_pretrained(source, **model_extra)
     model.to(device)
     model.eval()
     if weight_layout == "auto":

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 from collections import OrderedDict
 from typing import Any
 
 import torch
 
-__all__ = ["PrefixStore", "left_padded_caches", "shared_prefix_ids"]
+__all__ = ["PrefixStore", "cache_keyword", "cache_layers", "left_padded_caches", "plan_prefixes", "shared_prefix_ids"]
 
 LayerKV = list[tuple[torch.Tensor, torch.Tensor]]
 
@@ -63,6 +64,41 @@ class PrefixStore:
         self._bytes = 0
 
 
+def plan_prefixes(
+    batches: list[list[int]],
+    prefixes: list[str],
+    prefix_ids: dict[str, list[int]],
+    kv_of: dict[str, LayerKV],
+    store: PrefixStore,
+    most_items: int,
+    most_tokens: int | None,
+) -> list[str]:
+    """The prefixes to compute now so that every prefix of ``batches[0]`` has its cache.
+
+    Kept caches found in ``store`` go straight into ``kv_of``. Missing prefixes of the following
+    batches join, in the order their batches come, while the prefix tokens stay within one
+    batch's token limit (``most_tokens``, else ``most_items`` rows) and there are at most
+    ``most_items`` of them, so a run of short prefixes is computed in a few passes.
+    """
+    missing: list[str] = []
+    tokens = 0
+    for depth, batch in enumerate(batches):
+        for i in batch:
+            p = prefixes[i]
+            if p in kv_of or p in missing:
+                continue
+            kept = store.lookup(tuple(prefix_ids[p]))
+            if kept is not None:
+                kv_of[p] = kept
+                continue
+            budget = most_tokens if most_tokens is not None else most_items * len(prefix_ids[p])
+            if depth > 0 and (tokens + len(prefix_ids[p]) > budget or len(missing) >= most_items):
+                return missing
+            missing.append(p)
+            tokens += len(prefix_ids[p])
+    return missing
+
+
 def left_padded_caches(kvs: list[LayerKV]) -> tuple[LayerKV, list[int]]:
     """One batch of caches from per-row prefix caches (batch dimension 1 each), and each row's length.
 
@@ -106,3 +142,31 @@ def shared_prefix_ids(tokenizer: Any, prefixes: list[str], full: list[list[int]]
             n += 1
         shared[p] = pre[:n]
     return shared
+
+
+def cache_keyword(decoder: Any) -> str:
+    """The decoder's ``forward`` keyword for a key/value cache to continue.
+
+    ``cache`` in recent transformers (5.x, where ``past_key_values`` is deprecated), else
+    ``past_key_values`` (4.x).
+    """
+    params = inspect.signature(decoder.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def cache_layers(out: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``(keys, values)`` of every layer from a decoder's output, whatever the transformers version.
+
+    The cache is ``out.cache`` (5.x) or ``out.past_key_values`` (4.x); it holds ``layers`` with
+    ``keys``/``values`` (>= 4.54), or ``key_cache``/``value_cache`` lists, or is a legacy tuple of
+    ``(keys, values)`` per layer.
+    """
+    cache = getattr(out, "cache", None)
+    if cache is None:
+        cache = out.past_key_values
+    if isinstance(cache, tuple | list):
+        return [(k, v) for k, v, *_ in cache]
+    layers = getattr(cache, "layers", None)
+    if layers is not None:
+        return [(x.keys, x.values) for x in layers]
+    return list(zip(cache.key_cache, cache.value_cache, strict=True))

@@ -6,23 +6,29 @@ import itertools
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import torch
 
 from cascadekit.exceptions import CascadeInputError
 from cascadekit.items import ChoiceItems
-from cascadekit.models._batching import PREFIX_PASS_TOKENS, partition_sorted
+from cascadekit.models._batching import PREFIX_PASS_TOKENS, pad_batch, partition_sorted
 from cascadekit.models._device import cpu_supports_bf16, resolve_dtype
 from cascadekit.models._hidden import at_last, capturing, option_logits
 from cascadekit.models._layout import WeightLayout, column_major_linears
 from cascadekit.models._loading import load_causal_lm
-from cascadekit.models._prefix import LayerKV, PrefixStore, left_padded_caches, shared_prefix_ids
+from cascadekit.models._prefix import (
+    LayerKV,
+    PrefixStore,
+    cache_keyword,
+    cache_layers,
+    left_padded_caches,
+    plan_prefixes,
+    shared_prefix_ids,
+)
+from cascadekit.models._progress import check_progress, progress_bar, short_name
 from cascadekit.prompts import LETTERS, mmlu_prompts
 from cascadekit.protocols import ModelOutput
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["HFChoiceModel", "column_major_linears", "cpu_supports_bf16", "resolve_dtype"]
 
@@ -95,6 +101,10 @@ class HFChoiceModel:
         graph would specialise on it. Scores equal the eager ones up to rounding. Passes that keep
         hidden states (``capture_layers``) and :meth:`early_hidden_states` use forward hooks and
         run eagerly.
+    progress : bool or None, default None
+        A tqdm progress bar on stderr (items done, items per second) while :meth:`score`,
+        :meth:`iter_scores` and :meth:`early_hidden_states` run. ``None`` shows it only when
+        stderr is a terminal, ``True`` always, ``False`` never; without tqdm there is no bar.
 
     Examples
     --------
@@ -121,6 +131,7 @@ class HFChoiceModel:
         capture_layers: Sequence[int] = (),
         prefix_cache_mb: float = 0.0,
         compile: bool = False,
+        progress: bool | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -136,6 +147,7 @@ class HFChoiceModel:
         self.capture_layers = capture_layers
         self.prefix_cache_mb = prefix_cache_mb
         self.compile = compile
+        self.progress = progress
         self._compiled: tuple[Any, Any] | None = None
         self._tokens_computed = 0
         self._captured: dict[int, dict[str, torch.Tensor]] = {}
@@ -162,7 +174,8 @@ class HFChoiceModel:
         oneDNN's bf16 GEMM runs faster for some shapes on some CPUs; ``"row"`` keeps PyTorch's
         layout. ``"auto"`` times the model's widest linear layer both ways on 256 rows and keeps
         column-major only when it is more than 5% faster on this machine. Scores are unchanged up
-        to rounding. Remaining keyword arguments go to :class:`HFChoiceModel`.
+        to rounding. Remaining keyword arguments go to :class:`HFChoiceModel`. A missing local path
+        (a ``Path``, or ``/``, ``./``, ``../``, ``~``, ``.gguf``) raises :class:`CascadeInputError`.
         """
         model, tokenizer, gguf_file = load_causal_lm(
             name_or_path,
@@ -252,6 +265,7 @@ class HFChoiceModel:
         if not isinstance(self.compile, bool):
             msg = f"HFChoiceModel: `compile` must be True or False, got {self.compile!r}."
             raise CascadeInputError(msg)
+        check_progress(self.progress, "HFChoiceModel")
         bad = [x for x in self.capture_layers if isinstance(x, bool) or not isinstance(x, int)]
         if bad or any(not 1 <= x <= self.n_layers for x in self.capture_layers):
             msg = (
@@ -279,22 +293,10 @@ class HFChoiceModel:
     def _pad(
         self, seqs: list[list[int]], device: torch.device, side: PaddingSide | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        side = self.padding_side if side is None else side
-        width = max(len(s) for s in seqs)
         pad_id = self.tokenizer.pad_token_id
         if pad_id is None:
             pad_id = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
-        ids = torch.full((len(seqs), width), int(pad_id), dtype=torch.int64)
-        mask = torch.zeros((len(seqs), width), dtype=torch.int64)
-        for r, s in enumerate(seqs):
-            if side == "right":
-                ids[r, : len(s)] = torch.tensor(s)
-                mask[r, : len(s)] = 1
-            else:
-                ids[r, width - len(s) :] = torch.tensor(s)
-                mask[r, width - len(s) :] = 1
-        positions = (mask.cumsum(1) - 1).clamp(min=0)
-        return ids.to(device), mask.to(device), positions.to(device)
+        return pad_batch(seqs, int(pad_id), device, self.padding_side if side is None else side)
 
     @torch.inference_mode()
     def _forward_last(
@@ -331,11 +333,11 @@ class HFChoiceModel:
         for batch in self._batches([len(x) for x in prefixes], per_pass=PREFIX_PASS_TOKENS):
             ids, mask, positions = self._pad([prefixes[i] for i in batch], device, "right")
             self._tokens_computed += ids.numel()
-            cache = self._decode(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
-            layers = cache.past_key_values.layers
+            result = self._decode(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+            layers = cache_layers(result)
             for r, i in enumerate(batch):
                 n = len(prefixes[i])
-                out[i] = [(x.keys[r : r + 1, :, :n].clone(), x.values[r : r + 1, :, :n].clone()) for x in layers]
+                out[i] = [(k[r : r + 1, :, :n].clone(), v[r : r + 1, :, :n].clone()) for k, v in layers]
         return out
 
     @torch.inference_mode()
@@ -369,13 +371,15 @@ class HFChoiceModel:
         cache = DynamicCache()
         for layer, (keys, values) in enumerate(layers):
             cache.update(keys, values, layer)
-        with capturing(self.model.get_decoder().layers, self.capture_layers) as captured:
+        decoder = self.model.get_decoder()
+        # `cache` in transformers 5.x, where `past_key_values` is deprecated; `past_key_values` in 4.x
+        with capturing(decoder.layers, self.capture_layers) as captured:
             out = self._decode(
                 input_ids=ids.to(device),
                 attention_mask=mask.to(device),
                 position_ids=positions.to(device),
-                past_key_values=cache,
                 use_cache=True,
+                **{cache_keyword(decoder): cache},
             )
         last = torch.tensor([len(x) - 1 for x in seqs], device=device)
         logits = option_logits(self.model, out.last_hidden_state[torch.arange(b, device=device), last], option_ids)
@@ -447,6 +451,7 @@ class HFChoiceModel:
             return out
         seqs = self.tokenize(items)
         device = next(self.model.parameters()).device
+        bar = self._bar(len(items), "hidden states")
         try:
             decoder.layers = full[: max(top, 1)]
             with capturing(decoder.layers, layers) as captured:
@@ -459,8 +464,10 @@ class HFChoiceModel:
                         last = torch.full((len(batch),), ids.shape[1] - 1, device=device)
                     for layer, state in at_last(captured, last).items():
                         out[layer][torch.tensor(batch)] = state
+                    bar.update(len(batch))
         finally:
             decoder.layers = full
+            bar.close()
         return out
 
     def _keep(self, items: ChoiceItems, batch: list[int], states: dict[int, torch.Tensor]) -> None:
@@ -523,11 +530,23 @@ class HFChoiceModel:
         """Score batch by batch, yielding ``(positions, output)`` as each batch finishes.
 
         ``positions`` are the rows of ``items`` the batch covers (batches go shortest first);
-        the resumable recorder writes each batch as it arrives.
+        the resumable recorder writes each batch as it arrives. Shows a progress bar (``progress``).
         """
         self._validate()
         if len(items) == 0:
             return
+        bar = self._bar(len(items), "score")
+        try:
+            for positions, out in self._scored_batches(items):
+                bar.update(len(positions))
+                yield positions, out
+        finally:
+            bar.close()
+
+    def _bar(self, total: int, what: str) -> Any:
+        return progress_bar(total, f"{short_name(self.name)} {what}", self.progress)
+
+    def _scored_batches(self, items: ChoiceItems) -> Iterator[tuple[list[int], ModelOutput]]:
         option_ids = self.option_token_ids(items.n_choices)
         prefixes, seqs, usable, prefix_ids = self._split_prefixes(items)
         lengths = [len(s) for s in seqs]
@@ -573,26 +592,7 @@ class HFChoiceModel:
         their batches come, while the prefix tokens stay within one batch's token limit, so a run
         of short prefixes (a 0-shot subject header) costs a few passes instead of one per subject.
         """
-        most_items, most_tokens = self._limits()
-        missing: list[str] = []
-        tokens = 0
-        for depth, batch in enumerate(batches):
-            for i in batch:
-                p = prefixes[i]
-                if p in kv_of or p in missing:
-                    continue
-                kept = self._prefixes.lookup(tuple(prefix_ids[p]))
-                if kept is not None:
-                    kv_of[p] = kept
-                    continue
-                budget = most_tokens if most_tokens is not None else most_items * len(prefix_ids[p])
-                if depth > 0 and (tokens + len(prefix_ids[p]) > budget or len(missing) >= most_items):
-                    break
-                missing.append(p)
-                tokens += len(prefix_ids[p])
-            else:
-                continue
-            break
+        missing = plan_prefixes(batches, prefixes, prefix_ids, kv_of, self._prefixes, *self._limits())
         if not missing:
             return
         for p, kv in zip(missing, self._prefix_kvs([prefix_ids[p] for p in missing]), strict=True):
