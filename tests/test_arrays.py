@@ -112,3 +112,13 @@ def test_the_conversion_shares_numpy_memory_and_keeps_tensors() -> None:
     a, b = pair([1.0, 2.0])
     assert isinstance(a, np.ndarray)
     assert b.tolist() == [2.0, 3.0]
+
+
+def test_the_old_scaler_module_name_still_works_with_a_warning() -> None:
+    import importlib
+    import sys
+
+    sys.modules.pop("cascadekit.calibration", None)
+    with pytest.warns(FutureWarning, match="renamed cascadekit.scalers"):
+        old = importlib.import_module("cascadekit.calibration")
+    assert old.PlattScaler is ck.scalers.PlattScaler

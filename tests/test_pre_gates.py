@@ -169,7 +169,7 @@ def test_scalers_fix_a_miscalibrated_score(scaler) -> None:
     logit = torch.log(s / (1 - s))
     distorted = torch.sigmoid(3 * logit)  # overconfident: the true probability is sigmoid(logit / 3)
     before = expected_calibration_error(distorted, y)
-    fitted = ck.calibration.make_scaler(scaler).fit(distorted[:2000], y[:2000])
+    fitted = ck.scalers.make_scaler(scaler).fit(distorted[:2000], y[:2000])
     after = expected_calibration_error(fitted.predict_proba(distorted[2000:]), y[2000:])
     assert after < before / 2
 
@@ -190,7 +190,7 @@ def test_bayes_calibrator_recovers_the_break_even_point() -> None:
     with pytest.raises(ck.CascadeInputError, match="unknown scaler"):
         ck.BayesCalibrator(ck.LinearCost(1, 3, 6), scaler="beta").fit(s, y)
     with pytest.raises(ck.CascadeInputError, match=r"scores in \[0, 1\]"):
-        ck.calibration.TemperatureScaler().fit(s * 3, y)
+        ck.scalers.TemperatureScaler().fit(s * 3, y)
 
 
 def naive_auroc(s: torch.Tensor, y: torch.Tensor) -> float:

@@ -11,7 +11,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from cascadekit import calibration, datasets, evaluation, plots, validity
+    from cascadekit import calibration, datasets, evaluation, plots, scalers, validity
     from cascadekit.calibrators import (
         BayesCalibrator,
         BudgetCalibrator,
@@ -67,6 +67,7 @@ _SUBMODULES = frozenset(
         "models",
         "plots",
         "protocols",
+        "scalers",
         "prompts",
         "testing",
         "validity",
@@ -177,6 +178,7 @@ __all__ = [
     "make_calibrator",
     "plots",
     "savings_captured",
+    "scalers",
     "validity",
 ]
 

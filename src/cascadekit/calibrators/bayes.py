@@ -7,10 +7,10 @@ import torch
 from cascadekit._arrays import accepts_arrays
 from cascadekit._fitting import check_fit_inputs, check_fitted, check_stage, outcome_prices
 from cascadekit._validation import check_scores
-from cascadekit.calibration import make_scaler
 from cascadekit.exceptions import CascadeInputError
 from cascadekit.explanation import Explanation
 from cascadekit.protocols import CostModel, Stage
+from cascadekit.scalers import make_scaler
 
 __all__ = ["BayesCalibrator"]
 
@@ -18,7 +18,7 @@ __all__ = ["BayesCalibrator"]
 class BayesCalibrator:
     """Go ahead iff the Bayes rule of the linear cost says so for the calibrated probability.
 
-    ``fit`` maps scores to probabilities with a scaler (:mod:`cascadekit.calibration`); ``decide``
+    ``fit`` maps scores to probabilities with a scaler (:mod:`cascadekit.scalers`); ``decide``
     goes ahead iff the expected cost of going ahead is below that of holding back, prices asked of
     ``cost`` through the :class:`~cascadekit.protocols.CostModel` protocol -- for
     :class:`~cascadekit.LinearCost`: run iff ``c + (1 - p) E < S`` (``stage="pre"``), answer iff

@@ -11,6 +11,7 @@ import math
 
 import torch
 
+from cascadekit._arrays import as_tensor
 from cascadekit._validation import check_log_probs, check_nonnegative
 from cascadekit.exceptions import CascadeInputError
 from cascadekit.items import ChoiceItems
@@ -67,15 +68,22 @@ class _ConfidenceGate:
     def _compute(self, log_probs: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def score(self, items: ChoiceItems, log_probs: torch.Tensor | None = None) -> torch.Tensor:
-        """Scores (n,) from ``log_probs`` (n, k), the model's output on ``items``."""
+    def score(self, items: ChoiceItems | None, log_probs: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores (n,) from ``log_probs`` (n, k), the model's output on ``items``.
+
+        The score needs the log-probs alone: ``items`` only checks the row count and may be None
+        (``MaxProbGate().score(None, log_probs)``). Log-probs may be a numpy array (numpy out).
+        """
         owner = f"{type(self).__name__}.score"
         check_nonnegative(type(self).__name__, "cost", self.cost)
         if log_probs is None:
             msg = f"{owner}: a post-inference gate needs the model's `log_probs` (n, k)."
             raise CascadeInputError(msg)
-        check_log_probs(owner, log_probs, len(items))
-        return self._compute(log_probs)
+        as_numpy = not isinstance(log_probs, torch.Tensor)
+        tensor = as_tensor(owner, "log_probs", log_probs)
+        check_log_probs(owner, tensor, None if items is None else len(items))
+        out = self._compute(tensor)
+        return out.numpy() if as_numpy else out  # type: ignore[return-value]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(cost={self.cost!r})"
@@ -89,6 +97,8 @@ class MaxProbGate(_ConfidenceGate):
     >>> items = ChoiceItems(["q"], ["s"], ["?"], [["a", "b"]])
     >>> MaxProbGate().score(items, torch.tensor([[0.9, 0.1]]).log())
     tensor([0.9000])
+    >>> MaxProbGate().score(None, torch.tensor([[0.9, 0.1], [0.3, 0.7]]).log())
+    tensor([0.9000, 0.7000])
     """
 
     def _compute(self, log_probs: torch.Tensor) -> torch.Tensor:
