@@ -122,3 +122,15 @@ def test_the_old_scaler_module_name_still_works_with_a_warning() -> None:
     with pytest.warns(FutureWarning, match="renamed cascadekit.scalers"):
         old = importlib.import_module("cascadekit.calibration")
     assert old.PlattScaler is ck.scalers.PlattScaler
+
+
+def test_the_old_metrics_module_still_works_with_a_warning() -> None:
+    import importlib
+    import sys
+
+    sys.modules.pop("cascadekit.metrics", None)
+    with pytest.warns(FutureWarning, match="moved into cascadekit.evaluation"):
+        old = importlib.import_module("cascadekit.metrics")
+    assert old.baselines is ck.baselines is ck.evaluation.baselines
+    base = ck.baselines(COST, np.array([1, 0]), stage="post")
+    assert (base.always_go_ahead, base.always_hold_back) == (base.always_run, base.always_skip)

@@ -137,7 +137,7 @@ def test_a_user_cost_model_works_with_every_cost_aware_calibrator() -> None:
         ck.ThresholdCalibrator(cost),
         ck.BayesCalibrator(cost),
         ck.ConformalCalibrator(0.3, cost=cost),
-        ck.LearnThenTestCalibrator(6.0, risk="cost_per_item", cost=cost, cost_bound=20.0, if_uncertified="warn"),
+        ck.LearnThenTestCalibrator(9.0, risk="cost_per_item", cost=cost, cost_bound=20.0),
     ]:
         result = ck.Cascade(MODEL, cost, post_gate=ck.MaxProbGate(), calibrator=calibrator).fit(CAL).run(TEST)
         assert result.item_costs.shape == (len(TEST),)
@@ -305,3 +305,17 @@ def test_cascade_explain_names_each_stage() -> None:
 )
 def test_every_calibrator_explains_itself_in_the_contract(calibrator) -> None:
     check_calibrator(calibrator)  # the contract includes explain()
+
+
+def test_baselines_and_the_cost_curve_take_token_counts() -> None:
+    correct = torch.tensor([True, False, True])
+    tokens = torch.tensor([100, 200, 300])
+    base = ck.baselines(TOKEN_COST, correct, n_tokens=tokens)
+    assert base.always_run == pytest.approx(3 * 1 + 0.01 * 600 + 6)
+    assert base.always_skip == pytest.approx(9.0)
+    with pytest.raises(ck.CascadeInputError, match="`c_token` > 0 needs `n_tokens`"):
+        ck.baselines(TOKEN_COST, correct)
+    _, mean_cost = ck.evaluation.cost_threshold_curve(
+        torch.tensor([0.9, 0.5, 0.1]), correct, TOKEN_COST, "pre", n_tokens=tokens
+    )
+    assert float(mean_cost[-1]) == pytest.approx(base.always_run / 3)

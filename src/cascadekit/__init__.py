@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     )
     from cascadekit.cascade import DECISIONS, Cascade, CascadeResult
     from cascadekit.cost import CostBreakdown, LinearCost, bayes_decision
+    from cascadekit.evaluation import Baselines, baselines, savings_captured
     from cascadekit.exceptions import CascadeInputError, NotCertifiedError, NotFittedError
     from cascadekit.explanation import Explanation, explain
     from cascadekit.gates import (
@@ -43,7 +44,6 @@ if TYPE_CHECKING:
         SubjectPriorGate,
     )
     from cascadekit.items import ChoiceItems
-    from cascadekit.metrics import Baselines, baselines, savings_captured
     from cascadekit.models import CachedModel, HFChoiceModel, RecordedModel
     from cascadekit.protocols import Calibrator, CostModel, Embedder, Gate, JointCalibrator, Model, ModelOutput
 
@@ -63,7 +63,6 @@ _SUBMODULES = frozenset(
         "explanation",
         "gates",
         "items",
-        "metrics",
         "models",
         "plots",
         "protocols",
@@ -74,7 +73,7 @@ _SUBMODULES = frozenset(
     }
 )
 _ATTRIBUTES = {
-    "Baselines": "cascadekit.metrics",
+    "Baselines": "cascadekit.evaluation",
     "BayesCalibrator": "cascadekit.calibrators",
     "BudgetCalibrator": "cascadekit.calibrators",
     "CachedModel": "cascadekit.models",
@@ -116,11 +115,11 @@ _ATTRIBUTES = {
     "SubjectPriorGate": "cascadekit.gates",
     "ThresholdCalibrator": "cascadekit.calibrators",
     "TwoStageCalibrator": "cascadekit.calibrators",
-    "baselines": "cascadekit.metrics",
+    "baselines": "cascadekit.evaluation",
     "bayes_decision": "cascadekit.cost",
     "explain": "cascadekit.explanation",
     "make_calibrator": "cascadekit.calibrators",
-    "savings_captured": "cascadekit.metrics",
+    "savings_captured": "cascadekit.evaluation",
 }
 
 

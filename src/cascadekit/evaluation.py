@@ -1,9 +1,10 @@
 """Evaluation of gates and policies: pure functions over tensors.
 
-Ranking quality (:func:`auroc`), probability quality (:func:`expected_calibration_error`,
-:func:`reliability_curve`), the trade-off curves (:func:`risk_coverage_curve`,
-:func:`cost_threshold_curve`) and :func:`bootstrap_ci`. Costs and the share of oracle savings
-live in :mod:`cascadekit.cost` and :mod:`cascadekit.metrics`.
+Reference policies and the share of the oracle's savings a policy captures (:class:`Baselines`,
+:func:`baselines`, :func:`savings_captured`), ranking quality (:func:`auroc`), probability quality
+(:func:`expected_calibration_error`, :func:`reliability_curve`), the trade-off curves
+(:func:`risk_coverage_curve`, :func:`cost_threshold_curve`) and :func:`bootstrap_ci`. Per-item
+costs live in :mod:`cascadekit.cost`.
 """
 
 from __future__ import annotations
@@ -11,21 +12,27 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
 from cascadekit._arrays import accepts_arrays
-from cascadekit._fitting import check_fit_inputs, stage_costs
+from cascadekit._fitting import check_fit_inputs, check_stage, stage_costs
+from cascadekit._validation import check_bool
 from cascadekit.exceptions import CascadeInputError
 from cascadekit.protocols import CostModel, Stage
 
 __all__ = [
+    "Baselines",
     "auroc",
+    "baselines",
     "bootstrap_ci",
     "cost_threshold_curve",
     "expected_calibration_error",
+    "oracle_item_costs",
     "reliability_curve",
     "risk_coverage_curve",
+    "savings_captured",
 ]
 
 
@@ -119,16 +126,17 @@ def risk_coverage_curve(scores: torch.Tensor, correct: torch.Tensor) -> tuple[to
     return s[last], n[last] / s.numel(), wrong[last] / n[last]
 
 
-@accepts_arrays("scores", labels=("correct",))
+@accepts_arrays("scores", "n_tokens", labels=("correct",))
 def cost_threshold_curve(
-    scores: torch.Tensor, correct: torch.Tensor, cost: CostModel, stage: Stage
+    scores: torch.Tensor, correct: torch.Tensor, cost: CostModel, stage: Stage, n_tokens: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean cost per item of going ahead iff ``score >= t``, for every distinct t (decreasing), plus +inf.
 
-    Returns ``thresholds (m + 1,)`` (first ``+inf``: accept nothing) and ``mean_cost (m + 1,)``.
+    Returns ``thresholds (m + 1,)`` (first ``+inf``: accept nothing) and ``mean_cost (m + 1,)``;
+    ``n_tokens`` (n,) for a token-priced cost.
     """
     _validate("cost_threshold_curve", scores, correct)
-    accept, reject = stage_costs(cost, correct, stage)
+    accept, reject = stage_costs(cost, correct, stage, n_tokens)
     order = torch.argsort(scores, descending=True, stable=True)
     s = scores[order].double()
     delta = (accept - reject).double()[order].cumsum(0)
@@ -268,3 +276,91 @@ def _one_per_resample(out: object, size: int) -> torch.Tensor:
         msg = f"bootstrap_ci: `statistic` must return one number (a scalar tensor) per resample, got {got}."
         raise CascadeInputError(msg)
     return out.reshape(size)
+
+
+# --------------------------------------------------------------------------- reference policies
+
+
+@accepts_arrays(labels=("correct",))
+def oracle_item_costs(cost: CostModel, correct: torch.Tensor) -> torch.Tensor:
+    """Per-item cost of the oracle, which knows before running whether the model will be right.
+
+    It runs and answers where that is cheaper than skipping, else skips: shape (n,).
+    """
+    check_bool("oracle_item_costs", correct, "correct")
+    yes, no = torch.ones_like(correct), torch.zeros_like(correct)
+    return torch.minimum(cost.item_costs(yes, yes, correct), cost.item_costs(no, no, correct))
+
+
+@dataclass(frozen=True)
+class Baselines:
+    """Total costs of the reference policies on one batch, at one decision point.
+
+    For ``stage="pre"``: always run (and answer), always skip, and the oracle that runs exactly
+    when that is cheaper. For ``stage="post"`` (the model has run on every item, so every policy
+    pays the inference): ``always_run`` is always answer, ``always_skip`` is always abstain, and the
+    oracle answers exactly when that is cheaper (when the answer is right, if ``E > 0``).
+    """
+
+    always_run: float
+    always_skip: float
+    oracle: float
+    stage: Stage = "pre"
+
+    @property
+    def always_go_ahead(self) -> float:
+        """``always_run``: always run (``"pre"``) or always answer (``"post"``)."""
+        return self.always_run
+
+    @property
+    def always_hold_back(self) -> float:
+        """``always_skip``: always skip (``"pre"``) or always abstain (``"post"``)."""
+        return self.always_skip
+
+    @property
+    def best_constant(self) -> float:
+        """The cheaper of always-run and always-skip."""
+        return min(self.always_run, self.always_skip)
+
+
+@accepts_arrays("n_tokens", labels=("correct",), like="correct")
+def baselines(
+    cost: CostModel, correct: torch.Tensor, stage: Stage = "pre", n_tokens: torch.Tensor | None = None
+) -> Baselines:
+    """Reference totals for model correctness ``correct`` (n,) at decision point ``stage`` (see :class:`Baselines`).
+
+    ``n_tokens`` (n,) prices the inferences of a token-priced cost (without them such a cost raises).
+
+    Examples
+    --------
+    >>> from cascadekit import LinearCost
+    >>> baselines(LinearCost(1, 3, 6), torch.tensor([True, False]))
+    Baselines(always_run=8.0, always_skip=6.0, oracle=4.0, stage='pre')
+    >>> baselines(LinearCost(1, 3, 6), torch.tensor([True, False]), stage="post")
+    Baselines(always_run=8.0, always_skip=8.0, oracle=5.0, stage='post')
+    """
+    check_bool("baselines", correct, "correct")
+    accept, reject = stage_costs(cost, correct, check_stage("baselines", stage), n_tokens)
+    return Baselines(
+        always_run=float(accept.double().sum()),
+        always_skip=float(reject.double().sum()),
+        oracle=float(torch.minimum(accept, reject).double().sum()),
+        stage=stage,
+    )
+
+
+def savings_captured(policy_total: float, base: Baselines) -> float:
+    """``(best constant - policy) / (best constant - oracle)``: 1 = oracle, 0 = no better than a constant.
+
+    Negative when the policy is worse than the best constant policy; NaN when the oracle saves nothing.
+
+    Examples
+    --------
+    >>> savings_captured(5.0, Baselines(always_run=8.0, always_skip=6.0, oracle=4.0, stage="pre"))
+    0.5
+    """
+    if not isinstance(base, Baselines):
+        msg = f"savings_captured: `base` must be a Baselines, got {type(base).__name__}."
+        raise CascadeInputError(msg)
+    room = base.best_constant - base.oracle
+    return (base.best_constant - policy_total) / room if room > 0 else float("nan")

@@ -27,6 +27,11 @@ __all__ = [
 class ConformalCalibrator(LearnThenTestCalibrator):
     """Threshold with a guaranteed error rate among accepted items (Learn-then-Test).
 
+    The name follows the conformal family of distribution-free guarantees; the procedure is
+    :class:`LearnThenTestCalibrator` with ``risk="error_among_accepted"`` and a 1 - delta
+    guarantee. *Conformal risk control* (a guarantee in expectation on a monotone loss) is
+    :class:`~cascadekit.RiskControlCalibrator`.
+
     **Guarantee.** Let the n calibration pairs (score, correct) and a test pair be drawn i.i.d.
     from one distribution, and let ``grid`` be fixed before seeing them. Then with probability at
     least ``1 - delta`` over the calibration draw, the fitted threshold t satisfies
