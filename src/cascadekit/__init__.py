@@ -45,6 +45,8 @@ if TYPE_CHECKING:
     )
     from cascadekit.items import ChoiceItems
     from cascadekit.models import CachedModel, HFChoiceModel, RecordedModel
+    from cascadekit.multicost import TierBreakdown, TierCost
+    from cascadekit.outcomes import Outcomes
     from cascadekit.protocols import Calibrator, CostModel, Embedder, Gate, JointCalibrator, Model, ModelOutput
 
 __version__ = "0.1.0"
@@ -64,6 +66,8 @@ _SUBMODULES = frozenset(
         "gates",
         "items",
         "models",
+        "multicost",
+        "outcomes",
         "plots",
         "protocols",
         "scalers",
@@ -73,6 +77,9 @@ _SUBMODULES = frozenset(
     }
 )
 _ATTRIBUTES = {
+    "Outcomes": "cascadekit.outcomes",
+    "TierBreakdown": "cascadekit.multicost",
+    "TierCost": "cascadekit.multicost",
     "Baselines": "cascadekit.evaluation",
     "BayesCalibrator": "cascadekit.calibrators",
     "BudgetCalibrator": "cascadekit.calibrators",
@@ -159,6 +166,7 @@ __all__ = [
     "NotCertifiedError",
     "NotFittedError",
     "OptionDistributionGate",
+    "Outcomes",
     "ProbeGate",
     "RecordedModel",
     "RiskControlCalibrator",
@@ -166,6 +174,8 @@ __all__ = [
     "StackedGate",
     "SubjectPriorGate",
     "ThresholdCalibrator",
+    "TierBreakdown",
+    "TierCost",
     "TwoStageCalibrator",
     "__version__",
     "baselines",
