@@ -296,7 +296,7 @@ class Cascade:
                 msg = f"Cascade.fit: `n_tokens` must be a tensor of shape ({len(items)},), got {n_tokens!r}."
                 raise CascadeInputError(msg)
         correct = log_probs.argmax(dim=1) == labels.to(log_probs.device)
-        context = {"groups": list(items.subjects), "n_tokens": n_tokens}
+        context = {"groups": items.subjects, "n_tokens": n_tokens}
         self.pre_calibrator_: Calibrator | None = None
         self.post_calibrator_: Calibrator | None = None
         self.n_calibration_ = len(items)
@@ -335,7 +335,7 @@ class Cascade:
         ran = torch.ones(n, dtype=torch.bool)
         if self.pre_gate is not None and self.pre_calibrator_ is not None:
             pre_scores = self._gate_scores("pre", items, None)
-            ran = decide_with_context(self.pre_calibrator_, pre_scores, {"groups": list(items.subjects)}).cpu()
+            ran = decide_with_context(self.pre_calibrator_, pre_scores, {"groups": items.subjects}).cpu()
             gate_costs += self.pre_gate.cost
         run_idx = ran.nonzero().flatten()
         run_items = items.take(run_idx)
@@ -357,7 +357,7 @@ class Cascade:
                 s = self._gate_scores("post", run_items, run_log_probs)
                 post_scores = post_scores.to(s.dtype)
                 post_scores[run_idx] = s.cpu()
-                context = {"groups": list(run_items.subjects), "n_tokens": n_tokens[run_idx], "pre_scores": None}
+                context = {"groups": run_items.subjects, "n_tokens": n_tokens[run_idx], "pre_scores": None}
                 if pre_scores is not None:
                     context["pre_scores"] = pre_scores[run_idx.to(pre_scores.device)]
                 answered[run_idx] = decide_with_context(self.post_calibrator_, s, context).cpu()
