@@ -67,7 +67,7 @@ def compare(alpha: float, delta: float, n: int, draws: int) -> dict[str, Any]:
         idx = torch.randint(0, scores.numel(), (n,), generator=torch.Generator().manual_seed(seed))
         s, y = scores[idx], correct[idx]
         start = time.perf_counter()
-        cal = ck.ConformalCalibrator(alpha, delta, cost=COST, stage="post").fit(s, y)
+        cal = ck.ConformalCalibrator(alpha, delta=delta, cost=COST, stage="post").fit(s, y)
         ours = time.perf_counter() - start
         results["cascadekit"].append({**outcome(cal.decide(scores), correct, alpha), "seconds": ours})
         ctrl = mapie_controller(alpha, delta)
@@ -99,7 +99,7 @@ def n_starts_study(draws: int = 200) -> list[dict[str, Any]]:
             out = []
             for seed in range(draws):
                 idx = torch.randint(0, scores.numel(), (1000,), generator=torch.Generator().manual_seed(seed))
-                cal = ck.ConformalCalibrator(alpha, 0.1, cost=COST, stage="post", n_starts=n_starts)
+                cal = ck.ConformalCalibrator(alpha, delta=0.1, cost=COST, stage="post", n_starts=n_starts)
                 out.append(outcome(cal.fit(scores[idx], correct[idx]).decide(scores), correct, alpha))
             mean = {k: round(float(np.mean([r[k] for r in out])), 5) for k in out[0]}
             rows.append({"alpha": alpha, "n_starts": n_starts, **mean})
@@ -113,7 +113,7 @@ def timing(n: int = 100_000, repeats: int = 3) -> dict[str, float]:
     ours, theirs = [], []
     for _ in range(repeats):
         start = time.perf_counter()
-        ck.ConformalCalibrator(0.2, 0.1, cost=COST).fit(s, y)
+        ck.ConformalCalibrator(0.2, delta=0.1, cost=COST).fit(s, y)
         ours.append(time.perf_counter() - start)
         ctrl = mapie_controller(0.2, 0.1)
         start = time.perf_counter()
@@ -140,7 +140,7 @@ def profiler(alpha: float, delta: float, draws: int) -> dict[str, Any]:
     used, walked, thresholds, violations = [], [], [], 0
     for seed in range(draws):
         idx = torch.randint(0, scores.numel(), (scores.numel(),), generator=torch.Generator().manual_seed(seed))
-        prof = ck.SequentialProfiler(alpha, delta, seed=seed).fit(scores[idx], correct[idx])
+        prof = ck.SequentialProfiler(alpha, delta=delta, seed=seed).fit(scores[idx], correct[idx])
         used.append(prof.labels_used_)
         walked.append(prof.walked_)
         thresholds.append(prof.threshold_)
@@ -152,7 +152,7 @@ def profiler(alpha: float, delta: float, draws: int) -> dict[str, Any]:
         for seed in range(draws):
             gen = torch.Generator().manual_seed(10_000 + seed)
             idx = torch.randint(0, scores.numel(), (n,), generator=gen)
-            ts.append(ck.ConformalCalibrator(alpha, delta).fit(scores[idx], correct[idx]).threshold_)
+            ts.append(ck.ConformalCalibrator(alpha, delta=delta).fit(scores[idx], correct[idx]).threshold_)
         fixed[n] = float(np.median(ts))
     reaching = [n for n, t in fixed.items() if t <= target]
     return {

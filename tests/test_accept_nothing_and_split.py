@@ -1,4 +1,4 @@
-""""Accept nothing" as an explicit state, the profiler's random walk, the default grid, and the cascade's split."""
+""" "Accept nothing" as an explicit state, the profiler's random walk, the default grid, and the cascade's split."""
 
 from __future__ import annotations
 
@@ -27,14 +27,14 @@ def hopeless(n: int = 500, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 
 # Every calibrator that can end up accepting nothing, fitted on data where nothing can be certified.
 NOTHING = {
-    "conformal": lambda: ck.ConformalCalibrator(0.1, 0.1),
-    "ltt-holm-hb": lambda: ck.LearnThenTestCalibrator(0.1, 0.1, fwer="holm", pvalue="hoeffding_bentkus"),
-    "ltt-bonferroni": lambda: ck.LearnThenTestCalibrator(0.1, 0.1, fwer="bonferroni"),
-    "profiler": lambda: ck.SequentialProfiler(0.1, 0.1),
+    "conformal": lambda: ck.ConformalCalibrator(0.1, delta=0.1),
+    "ltt-holm-hb": lambda: ck.LearnThenTestCalibrator(0.1, delta=0.1, fwer="holm", pvalue="hoeffding_bentkus"),
+    "ltt-bonferroni": lambda: ck.LearnThenTestCalibrator(0.1, delta=0.1, fwer="bonferroni"),
+    "profiler": lambda: ck.SequentialProfiler(0.1, delta=0.1),
     "risk-control": lambda: ck.RiskControlCalibrator(0.001),
     "threshold": lambda: ck.ThresholdCalibrator(ck.LinearCost(1, 0.1, 6), stage="pre"),
-    "mondrian": lambda: ck.MondrianCalibrator(ck.ConformalCalibrator(0.1, 0.1), min_group_size=10),
-    "budget-pre": lambda: ck.BudgetCalibrator(3.0, COST, stage="pre"),  # skipping all costs 3: within budget
+    "mondrian": lambda: ck.MondrianCalibrator(ck.ConformalCalibrator(0.1, delta=0.1), min_group_size=10),
+    "budget-pre": lambda: ck.BudgetCalibrator(3.0, cost=COST, stage="pre"),  # skipping all costs 3: within budget
 }
 
 
@@ -57,7 +57,7 @@ def test_accept_nothing_rejects_every_score_even_inf(name) -> None:
 
 def test_two_stage_accept_nothing_rejects_inf() -> None:
     s, y = hopeless()
-    cal = ck.TwoStageCalibrator(0.1, 0.1).fit(s, s, y)
+    cal = ck.TwoStageCalibrator(0.1, delta=0.1).fit(s, s, y)
     assert not cal.certified_
     assert (cal.pre_threshold_, cal.post_threshold_) == (INF, INF)
     assert cal.decide_pre(torch.tensor([INF, 1.0])).tolist() == [False, False]
@@ -81,9 +81,9 @@ def test_finite_threshold_still_accepts_inf_and_compares_exactly() -> None:
 def test_cost_ltt_refuses_when_no_policy_keeps_the_bound() -> None:
     s, y = hopeless()
     with pytest.raises(ck.NotCertifiedError, match="if_uncertified='warn'"):
-        ck.BudgetCalibrator(1.0, COST, stage="post").fit(s, y)
+        ck.BudgetCalibrator(1.0, cost=COST, stage="post").fit(s, y)
     with pytest.warns(UserWarning, match="breaks the bound"):
-        cal = ck.BudgetCalibrator(1.0, COST, stage="post", if_uncertified="warn").fit(s, y)
+        cal = ck.BudgetCalibrator(1.0, cost=COST, stage="post", if_uncertified="warn").fit(s, y)
     assert cal.decide(torch.tensor([INF])).tolist() == [False]
     with pytest.raises(ck.CascadeInputError, match="`if_uncertified` must be 'raise' or 'warn', got 'x'"):
         ck.LearnThenTestCalibrator(2.0, risk="cost_per_item", cost=COST, if_uncertified="x").fit(s, y)  # type: ignore[arg-type]
@@ -253,7 +253,7 @@ def test_split_keeps_the_post_guarantee_on_a_cascade() -> None:
             warnings.simplefilter("ignore")
             pre, post, _, _ = fit_stage_calibrators(
                 ck.ThresholdCalibrator(ck.LinearCost(1, 5, 6), stage="pre"),
-                ck.ConformalCalibrator(alpha, delta),
+                ck.ConformalCalibrator(alpha, delta=delta),
                 pop_pre[idx],
                 pop_post[idx],
                 pop_y[idx],

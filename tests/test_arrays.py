@@ -23,11 +23,11 @@ def data(n: int = 2000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 CALIBRATORS = [
     ck.ThresholdCalibrator(COST),
     ck.BayesCalibrator(COST, scaler="isotonic"),
-    ck.ConformalCalibrator(np.float32(0.2), np.float64(0.1)),
+    ck.ConformalCalibrator(np.float32(0.2), delta=np.float64(0.1)),
     ck.LearnThenTestCalibrator(np.float32(0.2), fwer="holm"),
-    ck.BudgetCalibrator(np.float32(3.1), COST, stage="pre"),
+    ck.BudgetCalibrator(np.float32(3.1), cost=COST, stage="pre"),
     ck.RiskControlCalibrator(np.float32(0.1)),
-    ck.SequentialProfiler(0.2, np.float32(0.1)),
+    ck.SequentialProfiler(0.2, delta=np.float32(0.1)),
     ck.ConstantCalibrator(),
 ]
 

@@ -162,7 +162,9 @@ def test_errors_are_clear() -> None:
     with pytest.raises(ck.CascadeInputError, match="no entry for stage 'post'"):
         ck.Cascade(MODEL, COST, post_gate=ck.MaxProbGate(), calibrator={"pre": "always"}).fit(CAL)
     with pytest.raises(ck.CascadeInputError, match="stage='pre' but decides the 'post'"):
-        ck.Cascade(MODEL, COST, post_gate=ck.MaxProbGate(), calibrator=ck.ThresholdCalibrator(COST, "pre")).fit(CAL)
+        ck.Cascade(MODEL, COST, post_gate=ck.MaxProbGate(), calibrator=ck.ThresholdCalibrator(COST, stage="pre")).fit(
+            CAL
+        )
     with pytest.raises(ck.CascadeInputError, match="labelled items"):
         ck.Cascade(MODEL, COST).fit(ck.ChoiceItems(CAL.ids, CAL.subjects, CAL.questions, CAL.choices))
     with pytest.raises(ck.CascadeInputError, match="never recorded"):

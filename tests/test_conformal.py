@@ -106,7 +106,7 @@ def test_validity_synthetic(pvalue, fwer, min_accepted) -> None:
     accepted = []
     for seed in range(draws):
         s, y = synthetic(500, seed)
-        t = ConformalCalibrator(alpha, delta, pvalue=pvalue, fwer=fwer).fit(s, y).threshold_
+        t = ConformalCalibrator(alpha, delta=delta, pvalue=pvalue, fwer=fwer).fit(s, y).threshold_
         true_risk = (1 - t) / 2 if t <= 1 else 0.0
         violations += true_risk > alpha + 1e-12
         accepted.append(max(0.0, 1 - t))
@@ -120,7 +120,7 @@ def test_validity_synthetic(pvalue, fwer, min_accepted) -> None:
 def test_validity_synthetic_long() -> None:
     alpha, delta, draws = 0.1, 0.05, 1000
     violations = sum(
-        (1 - ConformalCalibrator(alpha, delta).fit(*synthetic(1000, seed)).threshold_) / 2 > alpha + 1e-12
+        (1 - ConformalCalibrator(alpha, delta=delta).fit(*synthetic(1000, seed)).threshold_) / 2 > alpha + 1e-12
         for seed in range(draws)
     )
     assert violations / draws <= tolerance(delta, draws)
@@ -131,10 +131,10 @@ def test_validity_synthetic_long() -> None:
 def test_monotone_in_alpha_and_delta(seed, a1, a2, delta) -> None:
     s, y = synthetic(400, seed)
     lo, hi = sorted((a1, a2))
-    t_lo = ConformalCalibrator(lo, delta).fit(s, y).threshold_
-    t_hi = ConformalCalibrator(hi, delta).fit(s, y).threshold_
+    t_lo = ConformalCalibrator(lo, delta=delta).fit(s, y).threshold_
+    t_hi = ConformalCalibrator(hi, delta=delta).fit(s, y).threshold_
     assert t_hi <= t_lo  # tolerating more error never accepts less
-    t_tight = ConformalCalibrator(lo, delta / 2).fit(s, y).threshold_
+    t_tight = ConformalCalibrator(lo, delta=delta / 2).fit(s, y).threshold_
     assert t_tight >= t_lo
 
 
@@ -144,16 +144,16 @@ def test_batch_order_invariance(seed) -> None:
     s, y = synthetic(300, seed)
     perm = torch.randperm(300, generator=torch.Generator().manual_seed(seed))
     for cost in (None, LinearCost(1, 3, 6)):
-        a = ConformalCalibrator(0.2, 0.1, cost=cost).fit(s, y).threshold_
-        b = ConformalCalibrator(0.2, 0.1, cost=cost).fit(s[perm], y[perm]).threshold_
+        a = ConformalCalibrator(0.2, delta=0.1, cost=cost).fit(s, y).threshold_
+        b = ConformalCalibrator(0.2, delta=0.1, cost=cost).fit(s[perm], y[perm]).threshold_
         assert a == b
 
 
 def test_cost_aware_choice_is_certified_and_no_dearer() -> None:
     s, y = synthetic(3000, 7)
     cost = LinearCost(1, 3, 6)
-    permissive = ConformalCalibrator(0.2, 0.1).fit(s, y)
-    priced = ConformalCalibrator(0.2, 0.1, cost=cost).fit(s, y)
+    permissive = ConformalCalibrator(0.2, delta=0.1).fit(s, y)
+    priced = ConformalCalibrator(0.2, delta=0.1, cost=cost).fit(s, y)
     assert priced.threshold_ in priced.grid_[priced.valid_].tolist()
 
     def calib_cost(t: float) -> float:
@@ -165,7 +165,7 @@ def test_cost_aware_choice_is_certified_and_no_dearer() -> None:
 
 def test_nothing_certified_accepts_nothing() -> None:
     s, y = synthetic(20, 0)
-    cal = ConformalCalibrator(0.01, 0.01).fit(s, y)
+    cal = ConformalCalibrator(0.01, delta=0.01).fit(s, y)
     assert cal.threshold_ == float("inf")
     assert not cal.decide(torch.tensor([1.0, 0.99])).any()
 
@@ -211,7 +211,7 @@ def recorded_violation_rate(alpha: float, delta: float, n: int, draws: int) -> t
     violations, accepted = 0, 0.0
     for seed in range(draws):
         idx = torch.randint(0, scores.numel(), (n,), generator=torch.Generator().manual_seed(seed))
-        t = ConformalCalibrator(alpha, delta).fit(scores[idx], correct[idx]).threshold_
+        t = ConformalCalibrator(alpha, delta=delta).fit(scores[idx], correct[idx]).threshold_
         acc = scores >= t
         if acc.any():
             violations += float((~correct[acc]).double().mean()) > alpha + 1e-12

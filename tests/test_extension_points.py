@@ -261,13 +261,13 @@ def test_explain_says_what_was_chosen_and_certified() -> None:
     g = torch.Generator().manual_seed(0)
     s = torch.rand(2000, generator=g, dtype=torch.float64)
     y = torch.rand(2000, generator=g, dtype=torch.float64) < s
-    conformal = ck.ConformalCalibrator(0.2, 0.1).fit(s, y)
+    conformal = ck.ConformalCalibrator(0.2, delta=0.1).fit(s, y)
     e = conformal.explain()
     assert e.details["threshold"] == conformal.threshold_
     assert e.details["thresholds certified"].startswith(f"{int(conformal.valid_.sum())} of 1081")
     assert "P(wrong | accepted) <= 0.2 with probability >= 0.9" in str(e)
     assert e.as_dict()["details"]["n_calibration"] == 2000
-    nothing = ck.ConformalCalibrator(0.01, 0.1).fit(s, torch.zeros_like(y)).explain()
+    nothing = ck.ConformalCalibrator(0.01, delta=0.1).fit(s, torch.zeros_like(y)).explain()
     assert "nothing certified: accept nothing" in nothing.summary
     assert "+inf (accept nothing)" in str(nothing)
     threshold = ck.ThresholdCalibrator(COST).fit(s, y).explain()
@@ -297,7 +297,7 @@ def test_cascade_explain_names_each_stage() -> None:
         ck.ConstantCalibrator(),
         ck.BayesCalibrator(COST),
         ck.ConformalCalibrator(0.2),
-        ck.BudgetCalibrator(3.1, COST, stage="pre"),
+        ck.BudgetCalibrator(3.1, cost=COST, stage="pre"),
         ck.RiskControlCalibrator(0.2),
         ck.SequentialProfiler(0.2),
         ck.MondrianCalibrator(ck.ConformalCalibrator(0.2)),

@@ -120,7 +120,7 @@ def test_cost_risk_validity(fwer) -> None:
     bound, delta, draws = 2.9, 0.1, 200
     violations, used = 0, 0
     for seed in range(draws):
-        cal = ck.LearnThenTestCalibrator(bound, delta, risk="cost_per_item", cost=COST, stage="pre", fwer=fwer)
+        cal = ck.LearnThenTestCalibrator(bound, delta=delta, risk="cost_per_item", cost=COST, stage="pre", fwer=fwer)
         try:
             cal.fit(*synthetic(4000, seed))
         except ck.NotCertifiedError:
@@ -138,7 +138,7 @@ def test_budget_validity_and_choice() -> None:
     for seed in range(draws):
         s, y = synthetic(4000, seed)
         try:
-            cal = ck.BudgetCalibrator(budget, COST, delta=delta, stage="pre").fit(s, y)
+            cal = ck.BudgetCalibrator(budget, cost=COST, delta=delta, stage="pre").fit(s, y)
         except ck.NotCertifiedError:
             continue  # refused to act (skipping all costs 3 > budget): not a violation
         t = cal.threshold_
@@ -153,9 +153,9 @@ def test_budget_validity_and_choice() -> None:
 def test_budget_refuses_when_nothing_fits() -> None:
     # skipping everything costs 3 > 1, and nothing is certified: no policy keeps the bound
     with pytest.raises(ck.NotCertifiedError, match=r"no threshold is certified within 1.0 per item"):
-        ck.BudgetCalibrator(1.0, COST, stage="pre").fit(*synthetic(500, 0))
+        ck.BudgetCalibrator(1.0, cost=COST, stage="pre").fit(*synthetic(500, 0))
     with pytest.warns(UserWarning, match="breaks the bound"):
-        ck.BudgetCalibrator(1.0, COST, stage="pre", if_uncertified="warn").fit(*synthetic(500, 0))
+        ck.BudgetCalibrator(1.0, cost=COST, stage="pre", if_uncertified="warn").fit(*synthetic(500, 0))
 
 
 def test_ltt_settings_errors() -> None:
@@ -216,7 +216,7 @@ def test_sequential_profiler_validity() -> None:
     violations = 0
     for seed in range(draws):
         s, y = synthetic(4000, seed)
-        prof = ck.SequentialProfiler(alpha, delta, first_look=250, tolerance=0.1, seed=seed).fit(s, y)
+        prof = ck.SequentialProfiler(alpha, delta=delta, first_look=250, tolerance=0.1, seed=seed).fit(s, y)
         violations += prof.threshold_ <= 1 and (1 - prof.threshold_) / 2 > alpha + 1e-12
         assert prof.history_[-1][0] == prof.labels_used_
     assert violations / draws <= delta + 3 * math.sqrt(delta * (1 - delta) / draws)
@@ -278,7 +278,7 @@ def test_two_stage_counts_match_naive_and_validity() -> None:
 
     u, v, y = two_stage_data(400, 0)
     grid = torch.linspace(0, 1, 6, dtype=torch.float64)
-    cal = TwoStageCalibrator(0.3, 0.1, grid_pre=grid, grid_post=grid, fwer="bonferroni").fit(u, v, y)
+    cal = TwoStageCalibrator(0.3, delta=0.1, grid_pre=grid, grid_post=grid, fwer="bonferroni").fit(u, v, y)
     for i, a in enumerate(grid.tolist()):
         for j, b in enumerate(grid.tolist()):
             acc = (u >= a) & (v >= b)
@@ -287,7 +287,7 @@ def test_two_stage_counts_match_naive_and_validity() -> None:
             assert float(cal.p_values_[i, j]) == pytest.approx(expected, rel=1e-9, abs=1e-15)
     violations, draws = 0, 200
     for seed in range(draws):
-        fitted = TwoStageCalibrator(0.3, 0.1, cost=COST).fit(*two_stage_data(1000, seed))
+        fitted = TwoStageCalibrator(0.3, delta=0.1, cost=COST).fit(*two_stage_data(1000, seed))
         violations += true_error_answered(fitted.pre_threshold_, fitted.post_threshold_) > 0.3 + 1e-12
     assert violations / draws <= 0.1 + 3 * math.sqrt(0.1 * 0.9 / draws)
 

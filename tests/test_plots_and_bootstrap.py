@@ -267,3 +267,36 @@ def test_bootstrap_2000_resamples_of_4816_values(record_property) -> None:
     record_property("seconds", time.perf_counter() - start)
     assert lo < float(values.mean()) < hi
     assert hi - lo == pytest.approx(2 * 1.96 * float(values.std()) / math.sqrt(4816), rel=0.1)
+
+
+# ---------------------------------------------------------------------------------------------- plot_frontier
+
+
+def test_plot_frontier_renders_points_hull_and_labels(tmp_path) -> None:
+    mpl = pytest.importorskip("matplotlib")
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    backend = mpl.get_backend()
+    cost, acc = np.array([1.0, 2.0, 3.0, 2.5]), np.array([0.5, 0.7, 0.8, 0.6])
+    fig = ck.plots.plot_frontier(cost, acc, labels=["a", "b", "c", "d"], path=tmp_path / "f.png")
+    assert mpl.get_backend() == backend
+    assert isinstance(fig, Figure)
+    (ax,) = fig.axes
+    assert ax.get_xlabel()
+    assert ax.get_ylabel()
+    (hull,) = ax.lines
+    assert hull.get_xdata().tolist() == [1.0, 2.0, 3.0]
+    assert len(ax.collections) == 2  # Pareto points, dominated points
+    assert [t.get_text() for t in ax.texts] == ["a", "b", "c", "d"]
+    assert (tmp_path / "f.png").stat().st_size > 1000
+    # on a given Axes, without the hull
+    fig2 = Figure()
+    left, right = fig2.subplots(1, 2)
+    assert ck.plots.plot_frontier(cost, acc, ax=right, hull=False) is fig2
+    assert not right.lines
+    assert not left.collections
+    with pytest.raises(ck.CascadeInputError, match=r"plot_frontier: `labels` must be a sequence of 4 str"):
+        ck.plots.plot_frontier(cost, acc, labels=["a"])
+    with pytest.raises(ck.CascadeInputError, match=r"plot_frontier: `cost` contains 1 NaN"):
+        ck.plots.plot_frontier(np.array([np.nan]), np.array([0.5]))

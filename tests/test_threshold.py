@@ -47,8 +47,8 @@ def test_batch_order_invariance(seed, error_cost) -> None:
     y = torch.rand(50, generator=g) < s
     perm = torch.randperm(50, generator=g)
     cost = LinearCost(1, 3, error_cost)
-    a = ThresholdCalibrator(cost, "pre").fit(s, y)
-    b = ThresholdCalibrator(cost, "pre").fit(s[perm], y[perm])
+    a = ThresholdCalibrator(cost, stage="pre").fit(s, y)
+    b = ThresholdCalibrator(cost, stage="pre").fit(s[perm], y[perm])
     assert a.threshold_ == b.threshold_
 
 
@@ -56,18 +56,18 @@ def test_post_stage_ignores_sunk_inference_cost() -> None:
     g = torch.Generator().manual_seed(3)
     s = torch.rand(400, generator=g)
     y = torch.rand(400, generator=g) < s
-    cheap = ThresholdCalibrator(LinearCost(0, 3, 6), "post").fit(s, y).threshold_
-    dear = ThresholdCalibrator(LinearCost(50, 3, 6), "post").fit(s, y).threshold_
+    cheap = ThresholdCalibrator(LinearCost(0, 3, 6), stage="post").fit(s, y).threshold_
+    dear = ThresholdCalibrator(LinearCost(50, 3, 6), stage="post").fit(s, y).threshold_
     assert cheap == dear
     # before running, a dearer model must be at least as selective
-    assert ThresholdCalibrator(LinearCost(2, 3, 6), "pre").fit(s, y).threshold_ >= cheap
+    assert ThresholdCalibrator(LinearCost(2, 3, 6), stage="pre").fit(s, y).threshold_ >= cheap
 
 
 def test_threshold_near_bayes_rule_on_calibrated_scores() -> None:
     g = torch.Generator().manual_seed(0)
     s = torch.rand(20_000, generator=g)
     y = torch.rand(20_000, generator=g) < s
-    t = ThresholdCalibrator(LinearCost(1, 3, 6), "pre").fit(s, y).threshold_
+    t = ThresholdCalibrator(LinearCost(1, 3, 6), stage="pre").fit(s, y).threshold_
     assert abs(t - LinearCost(1, 3, 6).break_even("pre")) < 0.03
 
 

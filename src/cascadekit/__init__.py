@@ -44,10 +44,14 @@ if TYPE_CHECKING:
         SubjectPriorGate,
     )
     from cascadekit.items import ChoiceItems
+    from cascadekit.mix import ModelMix
     from cascadekit.models import CachedModel, HFChoiceModel, RecordedModel
     from cascadekit.multicost import TierBreakdown, TierCost
     from cascadekit.outcomes import Outcomes
-    from cascadekit.protocols import Calibrator, CostModel, Embedder, Gate, JointCalibrator, Model, ModelOutput
+    from cascadekit.protocols import Calibrator, CostModel, Embedder, Gate, JointCalibrator, Model, ModelOutput, Router
+    from cascadekit.routers import ClassifierRouter, GroupPriorRouter, KNNRouter, MatrixFactorizationRouter
+    from cascadekit.tiered import AgreementScorer, RouterPolicy, TierCascade
+    from cascadekit.tiers import SKIP
 
 __version__ = "0.1.0"
 
@@ -65,6 +69,7 @@ _SUBMODULES = frozenset(
         "explanation",
         "gates",
         "items",
+        "mix",
         "models",
         "multicost",
         "outcomes",
@@ -72,11 +77,25 @@ _SUBMODULES = frozenset(
         "protocols",
         "scalers",
         "prompts",
+        "routers",
         "testing",
+        "tiered",
+        "tiers",
+        "tradeoff",
         "validity",
     }
 )
 _ATTRIBUTES = {
+    "AgreementScorer": "cascadekit.tiered",
+    "ClassifierRouter": "cascadekit.routers",
+    "GroupPriorRouter": "cascadekit.routers",
+    "KNNRouter": "cascadekit.routers",
+    "MatrixFactorizationRouter": "cascadekit.routers",
+    "ModelMix": "cascadekit.mix",
+    "Router": "cascadekit.protocols",
+    "RouterPolicy": "cascadekit.tiered",
+    "SKIP": "cascadekit.tiers",
+    "TierCascade": "cascadekit.tiered",
     "Outcomes": "cascadekit.outcomes",
     "TierBreakdown": "cascadekit.multicost",
     "TierCost": "cascadekit.multicost",
@@ -130,9 +149,10 @@ _ATTRIBUTES = {
 }
 
 
-
 __all__ = [
     "DECISIONS",
+    "SKIP",
+    "AgreementScorer",
     "Baselines",
     "BayesCalibrator",
     "BudgetCalibrator",
@@ -142,6 +162,7 @@ __all__ = [
     "CascadeInputError",
     "CascadeResult",
     "ChoiceItems",
+    "ClassifierRouter",
     "ConformalCalibrator",
     "ConstantCalibrator",
     "CostBreakdown",
@@ -152,15 +173,19 @@ __all__ = [
     "EntropyGate",
     "Explanation",
     "Gate",
+    "GroupPriorRouter",
     "HFChoiceModel",
     "HFEmbedder",
     "HiddenStateGate",
     "JointCalibrator",
+    "KNNRouter",
     "LearnThenTestCalibrator",
     "LinearCost",
     "MarginGate",
+    "MatrixFactorizationRouter",
     "MaxProbGate",
     "Model",
+    "ModelMix",
     "ModelOutput",
     "MondrianCalibrator",
     "NotCertifiedError",
@@ -170,11 +195,14 @@ __all__ = [
     "ProbeGate",
     "RecordedModel",
     "RiskControlCalibrator",
+    "Router",
+    "RouterPolicy",
     "SequentialProfiler",
     "StackedGate",
     "SubjectPriorGate",
     "ThresholdCalibrator",
     "TierBreakdown",
+    "TierCascade",
     "TierCost",
     "TwoStageCalibrator",
     "__version__",
@@ -186,8 +214,10 @@ __all__ = [
     "explain",
     "make_calibrator",
     "plots",
+    "routers",
     "savings_captured",
     "scalers",
+    "tradeoff",
     "validity",
 ]
 

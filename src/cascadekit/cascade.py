@@ -416,4 +416,3 @@ class Cascade:
             f"Cascade(model={self.model!r}, cost={self.cost!r}, pre_gate={self.pre_gate!r}, "
             f"post_gate={self.post_gate!r}, calibrator={self.calibrator!r})"
         )
-

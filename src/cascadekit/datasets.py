@@ -22,6 +22,7 @@ __all__ = [
     "SHIPPED_RECORDINGS",
     "Recording",
     "load_mmlu",
+    "load_mmlu_pro_texts",
     "load_recording",
     "load_shipped_items",
     "mmlu_category",
@@ -248,6 +249,37 @@ class Recording:
 
 def _data_file(name: str) -> Path:
     return Path(str(resources.files("cascadekit") / "_data" / name))
+
+
+def load_mmlu_pro_texts(path: str | Path) -> tuple[list[str], list[str]]:
+    """Item ids and texts of the MMLU-Pro questions (``questions.jsonl.gz``), in file order.
+
+    The ids match :meth:`cascadekit.outcomes.Outcomes.from_mmlu_pro`; each text is the category,
+    the question and its lettered options, for embedding routers.
+
+    Parameters
+    ----------
+    path : str or path
+        The MMLU-Pro folder.
+
+    Returns
+    -------
+    ids, texts : list of str
+    """
+    file = Path(path) / "questions.jsonl.gz"
+    if not file.is_file():
+        msg = f"load_mmlu_pro_texts: no file {str(file)!r} (see the MMLU-Pro README)."
+        raise CascadeInputError(msg)
+    ids, texts = [], []
+    with gzip.open(file, "rt", encoding="utf-8") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            q = json.loads(line)
+            options = "\n".join(f"{chr(65 + k)}. {o}" for k, o in enumerate(q["options"]))
+            ids.append(str(q["question_id"]))
+            texts.append(f"{q['category']}: {q['question']}\n{options}")
+    return ids, texts
 
 
 def load_recording(name: str = "qwen2.5-1.5b") -> Recording:

@@ -94,6 +94,9 @@ class Outcomes:
         Post-inference confidence (e.g. max option probability), no NaN where available.
     groups : tuple of str, length n, optional
         Group (subject, category) of each item.
+    answers : torch.Tensor of int64, shape (n, m), optional
+        Index of the option model j chose on item i, -1 where it gave no usable answer (read only
+        where available). Lets a cascade compare models' answers (agreement) after they ran.
 
     Examples
     --------
@@ -114,6 +117,12 @@ class Outcomes:
     n_tokens: torch.Tensor | None = None
     confidence: torch.Tensor | None = None
     groups: tuple[str, ...] | None = None
+    answers: torch.Tensor | None = None
+
+    def __repr__(self) -> str:
+        extras = [f.name for f in fields(self)[4:] if getattr(self, f.name) is not None]
+        shown = ", ".join(self.models[:4]) + (", ..." if self.n_models > 4 else "")
+        return f"Outcomes(n_items={self.n_items}, models=[{shown}] ({self.n_models}), with={extras})"
 
     def __post_init__(self) -> None:
         ids = _strings(_OWNER, "item_ids", self.item_ids, unique=True)
@@ -130,13 +139,19 @@ class Outcomes:
             "cost": ("float", "finite and >= 0"),
             "n_tokens": ("int64", ">= 0"),
             "confidence": ("float", "not NaN"),
+            "answers": ("int64", ">= -1"),
         }
         for name, (kind, rule) in rules.items():
             value = getattr(self, name)
             if value is None:
                 continue
             v = self._matrix(name, value, shape, kind)[avail]
-            bad = torch.isnan(v) if name == "confidence" else (v < 0) | ~torch.isfinite(v)
+            if name == "confidence":
+                bad = torch.isnan(v)
+            elif name == "answers":
+                bad = v < -1
+            else:
+                bad = (v < 0) | ~torch.isfinite(v)
             if bad.any():
                 msg = f"{_OWNER}: `{name}` must be {rule} where available; {int(bad.sum())} value(s) such as "
                 raise CascadeInputError(msg + f"{v[bad][:3].tolist()} are not.")
@@ -227,6 +242,29 @@ class Outcomes:
         """The items every model answered (rows where ``available`` is all True)."""
         return self._subset(self.available.all(dim=1).nonzero().flatten(), None)
 
+    def agreement(self, reference: str) -> Outcomes:
+        """The same table with ``correct`` replaced by "gave the same answer as model ``reference``".
+
+        For label-free calibration (as SMART and C3PO do): with no ground truth for one's own
+        traffic, calibrate against the most capable model's answers. Every guarantee computed from the
+        result is then on *disagreement with that model*, not on accuracy. Needs ``answers``; where the
+        reference gave no usable answer (-1) nobody agrees with it.
+
+        Examples
+        --------
+        >>> o = Outcomes.from_arrays([[1, 0, 1], [0, 0, 1]], ["a", "b", "big"], answers=[[2, 1, 2], [0, 0, 3]])
+        >>> o.agreement("big").correct.tolist()
+        [[True, False, True], [False, False, True]]
+        """
+        ref = self.column(reference)
+        if self.answers is None:
+            msg = f"{_OWNER}.agreement: the table has no `answers`; agreement with {reference!r} needs them."
+            raise CascadeInputError(msg)
+        ans = self.answers
+        same = (ans == ans[:, ref : ref + 1]) & (ans[:, ref : ref + 1] >= 0) & self.available
+        same = same & self.available[:, ref : ref + 1]
+        return replace(self, correct=same)
+
     def accuracy(self) -> torch.Tensor:
         """Accuracy of each model over its available items, shape (m,), float64 (NaN if it has none)."""
         right = (self.correct & self.available).sum(dim=0).to(torch.float64)
@@ -246,13 +284,15 @@ class Outcomes:
         n_tokens: object = None,
         confidence: object = None,
         groups: Sequence[str] | None = None,
+        answers: object = None,
     ) -> Outcomes:
         """Build from (n, m) arrays of any kind (torch, numpy, pandas, nested lists).
 
         ``correct`` is bool or 0/1; a floating ``correct`` may hold NaN for a missing entry (available
         False there). ``available`` (bool (n, m)) marks further missing entries. ``item_ids`` default to
         ``"0" .. "n-1"``. Integer ``cost`` and ``confidence`` become float64; ``n_tokens`` may be floating
-        when whole-numbered where available (NaN elsewhere, stored as 0).
+        when whole-numbered where available (NaN elsewhere, stored as 0); so may ``answers`` (option
+        indices, -1 for no answer; NaN elsewhere, stored as -1).
         """
         owner = f"{_OWNER}.from_arrays"
         c = as_tensor(owner, "correct", correct)
@@ -285,6 +325,18 @@ class Outcomes:
                     raise CascadeInputError(msg)
                 tokens = torch.nan_to_num(tokens, nan=0.0)
             tokens = tokens.to(torch.int64)
+        chosen = None
+        if answers is not None:
+            chosen = as_tensor(owner, "answers", answers)
+            if chosen.dtype.is_floating_point:
+                if chosen.shape == avail.shape and (chosen[avail] != chosen[avail].round()).any():
+                    msg = f"{owner}: `answers` must be whole option indices where available, got {describe(chosen)}."
+                    raise CascadeInputError(msg)
+                chosen = torch.nan_to_num(chosen, nan=-1.0)
+            if chosen.dtype == torch.bool or chosen.dtype.is_complex:
+                msg = f"{owner}: `answers` must be integer option indices, got {describe(chosen)}."
+                raise CascadeInputError(msg)
+            chosen = chosen.to(torch.int64)
         return cls(
             item_ids=_strings(owner, "item_ids", ids, unique=True),
             models=_strings(owner, "models", models, unique=True),
@@ -294,6 +346,7 @@ class Outcomes:
             n_tokens=tokens,
             confidence=floating("confidence", confidence),
             groups=None if groups is None else tuple(groups),
+            answers=chosen,
         )
 
     @classmethod
@@ -403,7 +456,8 @@ class Outcomes:
         """Replay recordings on labelled ``items``: one column per recording, every entry available.
 
         ``correct`` is ``argmax(log_probs) == answer``, ``confidence`` the max option probability,
-        ``n_tokens`` the recorded prompt length, ``groups`` the subjects, and ``cost`` the recording's
+        ``n_tokens`` the recorded prompt length, ``answers`` the argmax option, ``groups`` the subjects,
+        and ``cost`` the recording's
         measured wall time per item in seconds (its batch's time shared evenly): a measured price, not
         a tariff. A name is loaded with :func:`~cascadekit.datasets.load_recording` and names its column;
         a :class:`~cascadekit.datasets.Recording` is named by its ``model``. Every item id must be recorded.
@@ -437,10 +491,18 @@ class Outcomes:
             best = rec.log_probs[idx].max(dim=1)
             names.append(name)
             cols.append(
-                (best.indices == answers.to(idx.device), best.values.exp(), rec.n_tokens[idx], rec.seconds[idx])
+                (
+                    best.indices == answers.to(idx.device),
+                    best.values.exp(),
+                    rec.n_tokens[idx],
+                    rec.seconds[idx],
+                    best.indices,
+                )
             )
-        correct, conf, tokens, seconds = (torch.stack(c, dim=1) for c in zip(*cols, strict=True))
-        return cls(items.ids, tuple(names), correct, torch.ones_like(correct), seconds, tokens, conf, items.subjects)
+        correct, conf, tokens, seconds, chosen = (torch.stack(c, dim=1) for c in zip(*cols, strict=True))
+        return cls(
+            items.ids, tuple(names), correct, torch.ones_like(correct), seconds, tokens, conf, items.subjects, chosen
+        )
 
     @classmethod
     def from_mmlu_pro(cls, path: str | Path, *, costed_only: bool = True) -> Outcomes:
@@ -456,13 +518,13 @@ class Outcomes:
         so every kept model has a price; with ``costed_only=False`` all models are kept and ``cost`` is
         None for the whole table (never a partly priced table).
         """
-        ids, categories, models, correct, cost = _read_mmlu_pro(Path(path), costed_only)
-        return cls.from_arrays(correct, models, ids, cost=cost, groups=categories)
+        ids, categories, models, correct, cost, answers = _read_mmlu_pro(Path(path), costed_only)
+        return cls.from_arrays(correct, models, ids, cost=cost, groups=categories, answers=answers)
 
 
 def _read_mmlu_pro(
     folder: Path, costed_only: bool
-) -> tuple[list[str], list[str], list[str], np.ndarray, np.ndarray | None]:
+) -> tuple[list[str], list[str], list[str], np.ndarray, np.ndarray | None, np.ndarray]:
     owner = f"{_OWNER}.from_mmlu_pro"
     files = [folder / n for n in ("questions.jsonl.gz", "outcomes.csv.gz", "models.csv")]
     if not all(p.is_file() for p in files):
@@ -478,14 +540,15 @@ def _read_mmlu_pro(
     with gzip.open(files[1], "rt", encoding="utf-8") as fh:
         lines = fh.read().splitlines()
     # plain comma-separated fields (no quoting in this file): one split, then one column per stride
-    header, want = (lines[0].split(",") if lines else []), ["question_id", "model", "correct", "output_chars"]
+    header = lines[0].split(",") if lines else []
+    want = ["question_id", "model", "correct", "output_chars", "pred_index"]
     fields = ",".join(lines[1:]).split(",") if len(lines) > 1 else []
     if not questions or any(c not in header for c in want) or len(fields) != len(header) * (len(lines) - 1):
         msg = f"{owner}: need questions and plain CSV outcome columns {want}; got {len(questions)} questions, {header}."
         raise CascadeInputError(msg)
-    qid_s, name, right_s, chars_s = (fields[header.index(c) :: len(header)] for c in want)
+    qid_s, name, right_s, chars_s, pred_s = (fields[header.index(c) :: len(header)] for c in want)
     try:
-        qid, right, chars = (np.array(list(map(float, c))) for c in (qid_s, right_s, chars_s))
+        qid, right, chars, pred = (np.array(list(map(float, c))) for c in (qid_s, right_s, chars_s, pred_s))
     except ValueError as err:
         msg = f"{owner}: outcomes.csv.gz holds a value that is not a number ({err})."
         raise CascadeInputError(msg) from err
@@ -503,12 +566,9 @@ def _read_mmlu_pro(
     if np.unique(rows * m + cols).size != rows.size:
         msg = f"{owner}: outcomes.csv.gz has more than one row for some (question, model) pair."
         raise CascadeInputError(msg)
-    correct = np.full((n, m), np.nan)
-    correct[rows, cols] = right[keep]
-    cost = None
-    if costed_only:
-        out_chars = np.full((n, m), np.nan)
-        out_chars[rows, cols] = chars[keep]
-        active = np.array([float(params[k]) for k in models])
-        cost = active[None, :] * (prompt_chars[:, None] + out_chars) / 4
-    return [str(q) for q in qids.tolist()], [str(q["category"]) for q in questions], models, correct, cost
+    correct, answers, out_chars = (np.full((n, m), np.nan) for _ in range(3))
+    correct[rows, cols], answers[rows, cols], out_chars[rows, cols] = right[keep], pred[keep], chars[keep]
+    active = np.array([float(params[k]) if costed_only else np.nan for k in models])
+    cost = active[None, :] * (prompt_chars[:, None] + out_chars) / 4 if costed_only else None
+    ids, categories = [str(q) for q in qids.tolist()], [str(q["category"]) for q in questions]
+    return ids, categories, models, correct, cost, answers

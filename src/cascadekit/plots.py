@@ -14,20 +14,22 @@ notebook by leaving it as the cell's value, or save it with ``fig.savefig(...)``
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
+from cascadekit._arrays import as_tensor
 from cascadekit.evaluation import reliability_curve, risk_coverage_curve
 from cascadekit.exceptions import CascadeInputError
+from cascadekit.tradeoff import _points, convex_frontier, pareto_frontier
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["plot_reliability", "plot_risk_coverage", "plot_share_captured"]
+__all__ = ["plot_frontier", "plot_reliability", "plot_risk_coverage", "plot_share_captured"]
 
 
 def plot_reliability(
@@ -94,6 +96,46 @@ def plot_share_captured(
     ax.set_xlabel("share of oracle savings captured (out of sample)")
     ax.set_title(title, fontsize=9)
     ax.invert_yaxis()
+    return _finish(fig, path)
+
+
+def plot_frontier(
+    cost: object,
+    accuracy: object,
+    *,
+    labels: Sequence[str] | None = None,
+    ax: Axes | None = None,
+    hull: bool = True,
+    path: str | Path | None = None,
+) -> Figure:
+    """Accuracy against cost of k policy points, the Pareto points filled, with the non-decreasing concave hull.
+
+    ``cost`` and ``accuracy`` are arrays of shape (k,) as in :mod:`cascadekit.tradeoff`; ``labels``
+    (k str) annotate the points; ``hull`` draws :func:`~cascadekit.tradeoff.convex_frontier` over the
+    points' cost range. Returns the Figure; saves it to ``path`` when given (see the module docstring).
+    """
+    owner = "plot_frontier"
+    c, a = _points(owner, as_tensor(owner, "cost", cost), as_tensor(owner, "accuracy", accuracy))
+    c, a = c.cpu(), a.cpu()
+    on = pareto_frontier(c, a)
+    if labels is not None and (isinstance(labels, str) or len(labels) != c.numel()):
+        got = "a str" if isinstance(labels, str) else f"{len(labels)} labels"
+        msg = f"{owner}: `labels` must be a sequence of {c.numel()} str (one per point), got {got}."
+        raise CascadeInputError(msg)
+    fig, ax = _figure_and_axes(owner, {"points": c}, ax, figsize=(6, 4))
+    if hull:
+        hc, ha = convex_frontier(c, a, cost_range=(float(c.min()), float(c.max())))
+        ax.plot(hc.numpy(), ha.numpy(), color="tab:blue", linewidth=1.5, label="non-decreasing concave hull")
+    ax.scatter(c[on].numpy(), a[on].numpy(), color="tab:blue", zorder=3, label="Pareto frontier")
+    if bool((~on).any()):
+        ax.scatter(
+            c[~on].numpy(), a[~on].numpy(), facecolors="none", edgecolors="tab:grey", zorder=3, label="dominated"
+        )
+    for i, text in enumerate(labels or ()):
+        ax.annotate(str(text), (float(c[i]), float(a[i])), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xlabel("mean cost per item")
+    ax.set_ylabel("accuracy")
+    ax.legend(fontsize=8)
     return _finish(fig, path)
 
 

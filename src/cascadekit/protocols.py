@@ -6,7 +6,7 @@ work at run time because every protocol is ``runtime_checkable``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
@@ -26,6 +26,7 @@ __all__ = [
     "JointCalibrator",
     "Model",
     "ModelOutput",
+    "Router",
     "Stage",
 ]
 
@@ -176,3 +177,28 @@ class Embedder(Protocol):
 
     def embed(self, texts: Sequence[str]) -> torch.Tensor:
         """Embeddings (n, d) of ``texts``."""
+
+
+@runtime_checkable
+class Router(Protocol):
+    """Predicts, before any model runs, each of m models' probability of answering each item correctly.
+
+    ``requires`` names the per-item context keys it reads: ``"embedding"`` (a float (n, d) array,
+    e.g. sentence embeddings of the questions) and / or ``"groups"`` (n str labels).
+    ``fit(correct, context, available)`` learns from the (n, m) bool or 0/1 correctness of m models
+    on n training items; ``available`` (n, m) bool marks entries with no outcome (False), which are
+    ignored in fitting -- never counted as wrong. It returns ``self``. ``predict(context)`` returns
+    an (n, m) float64 tensor of probabilities in [0, 1] for new items, on the device of the context
+    tensors. A missing required key raises :class:`~cascadekit.CascadeInputError`; ``predict``
+    before ``fit`` raises :class:`~cascadekit.NotFittedError`. See :mod:`cascadekit.routers`.
+    """
+
+    requires: frozenset[str]
+
+    def fit(
+        self, correct: torch.Tensor, context: Mapping[str, object], available: torch.Tensor | None = None
+    ) -> Router:
+        """Learn from correctness (n, m), per-item context and the availability mask (n, m); return ``self``."""
+
+    def predict(self, context: Mapping[str, object]) -> torch.Tensor:
+        """P(model j answers item i correctly), float64 (n, m)."""

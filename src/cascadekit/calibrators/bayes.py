@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from cascadekit._arrays import accepts_arrays
+from cascadekit._deprecation import positional_deprecated
 from cascadekit._fitting import check_fit_inputs, check_fitted, check_stage, outcome_prices
 from cascadekit._validation import check_scores
 from cascadekit.exceptions import CascadeInputError
@@ -48,15 +49,14 @@ class BayesCalibrator:
 
     context = ("n_tokens",)
 
-    def __init__(self, cost: CostModel, stage: Stage | None = None, scaler: str = "platt") -> None:
+    @positional_deprecated
+    def __init__(self, cost: CostModel, *, stage: Stage | None = None, scaler: str = "platt") -> None:
         self.cost = cost
         self.stage = stage
         self.scaler = scaler
 
     @accepts_arrays("scores", "n_tokens", labels=("correct",))
-    def fit(
-        self, scores: torch.Tensor, correct: torch.Tensor, n_tokens: torch.Tensor | None = None
-    ) -> BayesCalibrator:
+    def fit(self, scores: torch.Tensor, correct: torch.Tensor, n_tokens: torch.Tensor | None = None) -> BayesCalibrator:
         """Fit the scaler on calibration scores (n,) and correctness (n,); ``n_tokens`` is not needed to fit."""
         check_fit_inputs("BayesCalibrator.fit", scores, correct)
         check_stage("BayesCalibrator", self.stage or "post")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from cascadekit._deprecation import positional_deprecated
 from cascadekit.calibrators._stats import (
     FWER,
     PValue,
@@ -65,8 +66,10 @@ class ConformalCalibrator(LearnThenTestCalibrator):
         :func:`~cascadekit.calibrators._stats.default_threshold_grid`, 1,001 even points on [0, 1]
         plus 40 log-spaced ones within 1e-3 of each end (where LLM confidences bunch), which needs
         scores in [0, 1] (all built-in gates' scores are).
-    pvalue : {"binomial", "hoeffding_bentkus"}, default "binomial"
-    fwer : {"fixed_sequence", "bonferroni"}, default "fixed_sequence"
+    pvalue : {"binomial", "hoeffding_bentkus"} or None, default None
+        None: ``"binomial"``.
+    fwer : {"fixed_sequence", "bonferroni", "holm"} or None, default None
+        None: ``"fixed_sequence"``.
     n_starts : int, default 30
         Starting points of the fallback fixed-sequence procedure, evenly spaced over the grid,
         sharing ``delta``. More starts reach narrow certifiable regions (e.g. only the very top
@@ -100,15 +103,17 @@ class ConformalCalibrator(LearnThenTestCalibrator):
     whether it can.
     """
 
+    @positional_deprecated
     def __init__(
         self,
         alpha: float,
+        *,
         delta: float = 0.1,
         cost: CostModel | None = None,
         stage: Stage | None = None,
         grid: torch.Tensor | None = None,
-        pvalue: PValue = "binomial",
-        fwer: FWER = "fixed_sequence",
+        pvalue: PValue | None = None,
+        fwer: FWER | None = None,
         n_starts: int = 30,
     ) -> None:
         super().__init__(

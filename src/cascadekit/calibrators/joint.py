@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from cascadekit._arrays import accepts_arrays
+from cascadekit._deprecation import positional_deprecated
 from cascadekit._fitting import check_fitted, decide_threshold
 from cascadekit._validation import check_bool, check_probability, check_scores
 from cascadekit.calibrators._stats import binomial_pvalues, default_grid, default_threshold_grid, fwer_reject
@@ -108,7 +109,8 @@ class TwoStageCalibrator:
     grid_pre, grid_post : torch.Tensor, optional
         Increasing thresholds; default ``default_threshold_grid(41, 4)`` each: 41 even points on
         [0, 1] and 4 per decade from 1e-7 to 0.025 off 0 and off 1, 85 points (7,225 pairs).
-    fwer : {"holm", "bonferroni"}, default "holm"
+    fwer : {"holm", "bonferroni"} or None, default None
+        None: ``"holm"`` (fixed-sequence testing has no natural order on a 2-D grid).
 
     Attributes
     ----------
@@ -120,14 +122,16 @@ class TwoStageCalibrator:
     valid_ : torch.Tensor of bool, shape (m_pre, m_post)
     """
 
+    @positional_deprecated
     def __init__(
         self,
         alpha: float,
+        *,
         delta: float = 0.1,
         cost: CostModel | None = None,
         grid_pre: torch.Tensor | None = None,
         grid_post: torch.Tensor | None = None,
-        fwer: str = "holm",
+        fwer: str | None = None,
     ) -> None:
         self.alpha = alpha
         self.delta = delta
@@ -168,7 +172,8 @@ class TwoStageCalibrator:
             raise CascadeInputError(msg)
         check_probability("TwoStageCalibrator", "alpha", self.alpha)
         check_probability("TwoStageCalibrator", "delta", self.delta)
-        if self.fwer not in ("holm", "bonferroni"):
+        fwer = "holm" if self.fwer is None else self.fwer
+        if fwer not in ("holm", "bonferroni"):
             msg = f"TwoStageCalibrator: `fwer` must be 'holm' or 'bonferroni', got {self.fwer!r}."
             raise CascadeInputError(msg)
         g_pre, g_post = self._grids(pre_scores, post_scores)
@@ -181,7 +186,7 @@ class TwoStageCalibrator:
         answered = _suffix_counts(bin_pre, bin_post, ones, m1, m2)
         errors = _suffix_counts(bin_pre, bin_post, wrong, m1, m2)
         p = binomial_pvalues(errors.round().flatten().to(torch.int64), answered.flatten().to(torch.int64), self.alpha)
-        valid = fwer_reject(p, self.delta, self.fwer).view(m1, m2)
+        valid = fwer_reject(p, self.delta, fwer).view(m1, m2)
         prices = None
         if self.cost is not None:
             # per-item prices of each outcome, asked of the cost model through its protocol
@@ -238,8 +243,12 @@ class TwoStageCalibrator:
     def explain(self) -> Explanation:
         """The chosen pair of thresholds and what was certified."""
         check_fitted(self, "pre_threshold_", "fit(pre_scores, post_scores, correct)", "explain")
-        what = "nothing certified: run nothing" if not self.certified_ else (
-            f"run iff pre score >= {self.pre_threshold_:.6g}, answer iff post score >= {self.post_threshold_:.6g}"
+        what = (
+            "nothing certified: run nothing"
+            if not self.certified_
+            else (
+                f"run iff pre score >= {self.pre_threshold_:.6g}, answer iff post score >= {self.post_threshold_:.6g}"
+            )
         )
         return Explanation(
             "TwoStageCalibrator",
@@ -247,7 +256,7 @@ class TwoStageCalibrator:
             {
                 "pre threshold": self.pre_threshold_,
                 "post threshold": self.post_threshold_,
-                "pairs certified": f"{int(self.valid_.sum())} of {self.valid_.numel()} ({self.fwer})",
+                "pairs certified": f"{int(self.valid_.sum())} of {self.valid_.numel()} ({self.fwer or 'holm'})",
                 "alpha": self.alpha,
                 "delta": self.delta,
             },

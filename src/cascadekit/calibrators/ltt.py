@@ -8,6 +8,7 @@ from typing import Literal
 import torch
 
 from cascadekit._arrays import accepts_arrays
+from cascadekit._deprecation import positional_deprecated
 from cascadekit._fitting import check_fit_inputs, check_fitted, check_stage, decide_threshold, stage_costs
 from cascadekit._validation import _is_number, check_probability, check_scores
 from cascadekit.calibrators._stats import (
@@ -84,7 +85,8 @@ class LearnThenTestCalibrator:
         plus 40 log-spaced ones within 1e-3 of each end, where LLM confidences bunch).
     pvalue : {"binomial", "hoeffding_bentkus"}, optional
         Default: binomial for the error rate, Hoeffding-Bentkus for the cost (binomial is invalid there).
-    fwer : {"fixed_sequence", "bonferroni", "holm"}, default "fixed_sequence"
+    fwer : {"fixed_sequence", "bonferroni", "holm"} or None, default None
+        Family-wise error control over the grid; None: ``"fixed_sequence"``.
     n_starts : int, default 30
         Starting points of the fallback fixed-sequence procedure, evenly spaced over the grid,
         sharing ``delta``. More starts reach narrow certifiable regions (e.g. only the very top
@@ -111,16 +113,18 @@ class LearnThenTestCalibrator:
     grid_ : torch.Tensor, shape (m,)
     """
 
+    @positional_deprecated
     def __init__(
         self,
         alpha: float,
+        *,
         delta: float = 0.1,
         risk: Risk = "error_among_accepted",
         cost: CostModel | None = None,
         stage: Stage | None = None,
         grid: torch.Tensor | None = None,
         pvalue: str | None = None,
-        fwer: FWER = "fixed_sequence",
+        fwer: FWER | None = None,
         n_starts: int = 30,
         cost_bound: float | None = None,
         if_uncertified: Uncertified = "raise",
@@ -142,6 +146,10 @@ class LearnThenTestCalibrator:
     @property
     def _stage(self) -> Stage:
         return "post" if self.stage is None else self.stage
+
+    @property
+    def _fwer(self) -> FWER:
+        return "fixed_sequence" if self.fwer is None else self.fwer
 
     # ------------------------------------------------------------------ stages
 
@@ -167,7 +175,7 @@ class LearnThenTestCalibrator:
         if pvalue == "binomial" and self.risk == "cost_per_item":
             msg = f"{owner}: binomial p-values need 0/1 losses; use pvalue='hoeffding_bentkus' for the cost."
             raise CascadeInputError(msg)
-        if self.fwer not in ("fixed_sequence", "bonferroni", "holm"):
+        if self._fwer not in ("fixed_sequence", "bonferroni", "holm"):
             msg = f"{owner}: `fwer` must be 'fixed_sequence', 'bonferroni' or 'holm', got {self.fwer!r}."
             raise CascadeInputError(msg)
         if isinstance(self.n_starts, bool) or not isinstance(self.n_starts, int) or self.n_starts < 1:
@@ -220,7 +228,7 @@ class LearnThenTestCalibrator:
         return hoeffding_bentkus_pvalues(totals / bound, torch.full_like(totals, n), level)
 
     def _fit_reject(self, p: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-        return fwer_reject(p, float(self.delta), self.fwer, self.n_starts, grid)
+        return fwer_reject(p, float(self.delta), self._fwer, self.n_starts, grid)
 
     def _fit_select(
         self,
@@ -320,7 +328,7 @@ class LearnThenTestCalibrator:
                 "risk bounded": risk,
                 "alpha": self.alpha,
                 "delta": self.delta,
-                "thresholds certified": f"{int(self.valid_.sum())} of {self.grid_.numel()} ({self.fwer})",
+                "thresholds certified": f"{int(self.valid_.sum())} of {self.grid_.numel()} ({self._fwer})",
                 "p-value at the threshold": self.p_value_,
                 "share of calibration items accepted": self.calibration_accepted_,
                 "n_calibration": self.n_calibration_,
@@ -367,14 +375,16 @@ class BudgetCalibrator(LearnThenTestCalibrator):
     True
     """
 
+    @positional_deprecated
     def __init__(
         self,
         budget: float,
+        *,
         cost: CostModel,
         delta: float = 0.1,
         stage: Stage | None = None,
         grid: torch.Tensor | None = None,
-        fwer: FWER = "fixed_sequence",
+        fwer: FWER | None = None,
         n_starts: int = 30,
         cost_bound: float | None = None,
         if_uncertified: Uncertified = "raise",

@@ -12,6 +12,7 @@ import numpy.typing as npt
 import torch
 
 from cascadekit._arrays import accepts_arrays
+from cascadekit._deprecation import positional_deprecated
 from cascadekit._fitting import check_fit_inputs, check_fitted
 from cascadekit._validation import check_scores
 from cascadekit.exceptions import CascadeInputError
@@ -128,9 +129,11 @@ class MondrianCalibrator:
     tensor([ True, False])
     """
 
+    @positional_deprecated
     def __init__(
         self,
         base: Calibrator,
+        *,
         min_group_size: int = 100,
         group_by: str = "subject",
         unknown: Literal["raise", "pooled", "reject"] = "raise",

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from cascadekit._arrays import accepts_arrays
+from cascadekit._deprecation import positional_deprecated
 from cascadekit._fitting import check_fit_inputs, check_fitted, decide_threshold
 from cascadekit._validation import check_scores, describe
 from cascadekit.calibrators._stats import accepted_counts, default_grid
@@ -136,8 +137,9 @@ class RiskControlCalibrator:
     True
     """
 
+    @positional_deprecated
     def __init__(
-        self, alpha: float, loss: Loss | None = None, bound: float = 1.0, grid: torch.Tensor | None = None
+        self, alpha: float, *, loss: Loss | None = None, bound: float = 1.0, grid: torch.Tensor | None = None
     ) -> None:
         self.alpha = alpha
         self.loss = loss
@@ -186,8 +188,10 @@ class RiskControlCalibrator:
     def explain(self) -> Explanation:
         """The chosen threshold and the expected-loss guarantee."""
         check_fitted(self, "threshold_", use="explain")
-        what = "nothing qualifies: accept nothing" if self.threshold_ == float("inf") else (
-            f"accept iff score >= {self.threshold_:.6g}"
+        what = (
+            "nothing qualifies: accept nothing"
+            if self.threshold_ == float("inf")
+            else (f"accept iff score >= {self.threshold_:.6g}")
         )
         return Explanation(
             "RiskControlCalibrator",

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from cascadekit._arrays import accepts_arrays
+from cascadekit._deprecation import positional_deprecated
 from cascadekit._fitting import check_fit_inputs, check_fitted, decide_threshold
 from cascadekit._validation import check_bool, check_probability, check_scores
 from cascadekit.calibrators._stats import (
@@ -155,9 +156,11 @@ class SequentialProfiler:
     (True, True)
     """
 
+    @positional_deprecated
     def __init__(
         self,
         alpha: float,
+        *,
         delta: float = 0.1,
         first_look: int = 100,
         growth: float = 2.0,

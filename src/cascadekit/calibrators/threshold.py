@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from cascadekit._arrays import accepts_arrays
+from cascadekit._deprecation import positional_deprecated
 from cascadekit._fitting import check_fit_inputs, check_fitted, check_stage, decide_threshold, stage_costs
 from cascadekit._validation import check_scores
 from cascadekit.exceptions import CascadeInputError
@@ -115,7 +116,8 @@ class ThresholdCalibrator:
 
     context = ("n_tokens",)
 
-    def __init__(self, cost: CostModel, stage: Stage | None = None) -> None:
+    @positional_deprecated
+    def __init__(self, cost: CostModel, *, stage: Stage | None = None) -> None:
         self.cost = cost
         self.stage = stage
 

@@ -400,7 +400,7 @@ def builtin_scenarios(
             f"ConformalCalibrator(alpha={alpha}, delta={delta})",
             population,
             n,
-            lambda _seed: ConformalCalibrator(alpha, delta),
+            lambda _seed: ConformalCalibrator(alpha, delta=delta),
             _certified_risk("error_among_accepted"),
             _accepted_share,
             alpha,
@@ -411,7 +411,7 @@ def builtin_scenarios(
             f"LearnThenTestCalibrator(alpha={alpha}, delta={delta}, fwer='holm', pvalue='hoeffding_bentkus')",
             population,
             n,
-            lambda _seed: LearnThenTestCalibrator(alpha, delta, fwer="holm", pvalue="hoeffding_bentkus"),
+            lambda _seed: LearnThenTestCalibrator(alpha, delta=delta, fwer="holm", pvalue="hoeffding_bentkus"),
             _certified_risk("error_among_accepted"),
             _accepted_share,
             alpha,
@@ -422,7 +422,9 @@ def builtin_scenarios(
             f"LearnThenTestCalibrator(alpha={cost_bound}, delta={delta}, risk='cost_per_item', stage='post')",
             population,
             n,
-            lambda _seed: LearnThenTestCalibrator(cost_bound, delta, risk="cost_per_item", cost=cost, stage="post"),
+            lambda _seed: LearnThenTestCalibrator(
+                cost_bound, delta=delta, risk="cost_per_item", cost=cost, stage="post"
+            ),
             _certified_risk("cost_per_item", cost, "post"),
             _accepted_share,
             cost_bound,
@@ -433,7 +435,7 @@ def builtin_scenarios(
             f"BudgetCalibrator(budget={cost_bound}, delta={delta}, stage='post')",
             population,
             n,
-            lambda _seed: BudgetCalibrator(cost_bound, cost, delta=delta, stage="post"),
+            lambda _seed: BudgetCalibrator(cost_bound, cost=cost, delta=delta, stage="post"),
             _certified_risk("cost_per_item", cost, "post"),
             _accepted_share,
             cost_bound,
@@ -456,7 +458,7 @@ def builtin_scenarios(
             f"SequentialProfiler(alpha={alpha}, delta={delta}) [pool of {4 * n}]",
             population,
             4 * n,
-            lambda seed: SequentialProfiler(alpha, delta, seed=seed),
+            lambda seed: SequentialProfiler(alpha, delta=delta, seed=seed),
             _threshold_risk("error_among_accepted"),
             _accepted_share,
             alpha,
@@ -473,7 +475,7 @@ def builtin_scenarios(
                 f"TwoStageCalibrator(alpha={alpha}, delta={delta})",
                 population,
                 n,
-                lambda _seed: TwoStageCalibrator(alpha, delta),  # the certified pair answering most
+                lambda _seed: TwoStageCalibrator(alpha, delta=delta),  # the certified pair answering most
                 _two_stage_risk,
                 _two_stage_accepted,
                 alpha,
@@ -487,7 +489,11 @@ def builtin_scenarios(
                 f"Cascade(pre=ThresholdCalibrator, post=ConformalCalibrator(alpha={alpha}, delta={delta}), split=0.5)",
                 population,
                 n,
-                lambda seed: (ThresholdCalibrator(pre_cost, stage="pre"), ConformalCalibrator(alpha, delta), seed),
+                lambda seed: (
+                    ThresholdCalibrator(pre_cost, stage="pre"),
+                    ConformalCalibrator(alpha, delta=delta),
+                    seed,
+                ),
                 _cascade_risk,
                 _cascade_accepted,
                 alpha,
@@ -506,7 +512,7 @@ def builtin_scenarios(
                     population,
                     4 * n,
                     lambda _seed: MondrianCalibrator(
-                        ConformalCalibrator(alpha, delta), min_group_size=n // 4, small_groups="reject"
+                        ConformalCalibrator(alpha, delta=delta), min_group_size=n // 4, small_groups="reject"
                     ),
                     _mondrian_risk(label),
                     _mondrian_accepted(label),
