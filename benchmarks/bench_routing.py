@@ -174,12 +174,12 @@ def _label_free(
             prices=scale.tolist(),
         )
         try:
-            pol.fit(pc, o_cal, reference=(pr, o_ref))
+            pol.fit(o_cal, pc, reference=(o_ref, pr))
         except ck.NotCertifiedError as err:
             out[label] = {"refused": str(err)}
             continue
-        c, a = _mean_cost_acc(pol.evaluate(pt, ote))
-        agreement = _mean_cost_acc(pol.evaluate(pt, ote.agreement(ref_model)))[1]
+        c, a = _mean_cost_acc(pol.evaluate(ote, pt))
+        agreement = _mean_cost_acc(pol.evaluate(ote.agreement(ref_model), pt))[1]
         out[label] = {"test_cost": c, "test_accuracy": a, "test_agreement": agreement, "saved": 1 - c / ref.cost}
     return out
 
@@ -215,13 +215,13 @@ def _router_policies(
         )
         t0 = time.perf_counter()
         try:
-            pol.fit(p_ca, oca, reference=(p_tr, otr))
+            pol.fit(oca, p_ca, reference=(otr, p_tr))
         except ck.NotCertifiedError as err:
             row[label] = {"refused": str(err)}
             continue
         cal_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        b = pol.evaluate(p_te, ote)
+        b = pol.evaluate(ote, p_te)
         decide_s = time.perf_counter() - t0
         c, a = _mean_cost_acc(b)
         row[label] = ref.row(c, a, calibration_s=cal_s, decision_s=decide_s)
@@ -286,8 +286,8 @@ def _mmlu_pro_split(o: ck.Outcomes, emb: torch.Tensor, seed: int, e_price: float
             ),
         }
         row.update(_router_policies((p_tr, p_ca, p_te), otr, oca, ote, scale, ref))
-        pol3 = ck.RouterPolicy(c_skip=c_skip, c_error=c_error, prices=scale.tolist()).fit(p_ca, oca)
-        cost3 = pol3.evaluate(p_te, ote).mean
+        pol3 = ck.RouterPolicy(c_skip=c_skip, c_error=c_error, prices=scale.tolist()).fit(oca, p_ca)
+        cost3 = pol3.evaluate(ote, p_te).mean
         row["three_term"] = {"test_cost": cost3, "oracle_share": (base3 - cost3) / (base3 - oracle3)}
         out["policies"][name] = row
     knn = "kNN (MiniLM, k=25)"

@@ -52,8 +52,8 @@ def main() -> None:
         policy = ck.RouterPolicy(
             c_skip=0.0, c_error=0.0, objective="accuracy", target=target, certify=certify, prices=prices
         )
-        policy.fit(probs["calib"], calib)
-        b = policy.evaluate(probs["test"], test)
+        policy.fit(calib, probs["calib"])
+        b = policy.evaluate(test, probs["test"])
         rows.append((label, b.inference_cost / b.n_items, (b.n_answered - b.n_wrong) / b.n_items))
 
     cols = [outcomes.column(t) for t in TIERS]

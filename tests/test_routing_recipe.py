@@ -50,7 +50,7 @@ def test_recipe_runs_as_documented(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "TierBreakdown(" in out
     assert "RouterPolicy:" in out
-    b = policy.evaluate(scope["router"].predict({"groups": test.groups}), test)  # type: ignore[attr-defined]
+    b = policy.evaluate(test, scope["router"].predict({"groups": test.groups}))  # type: ignore[attr-defined]
     accuracy = (b.n_answered - b.n_wrong) / b.n_items
     assert accuracy >= 0.7
     assert b.calls[0] > 0, "the small model answers the easy subjects"

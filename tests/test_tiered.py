@@ -160,12 +160,12 @@ def test_router_policy_prefers_the_cheap_model_when_it_is_as_good() -> None:
     p = torch.rand(3000, 2, generator=g, dtype=torch.float64)
     right = torch.rand(3000, 2, generator=g, dtype=torch.float64) < p
     o = Outcomes.from_arrays(right, ["cheap", "dear"], cost=torch.tensor([[1.0, 10.0]]).expand(3000, 2))
-    pol = RouterPolicy(c_skip=100.0, c_error=5.0).fit(p, o)
+    pol = RouterPolicy(c_skip=100.0, c_error=5.0).fit(o, p)
     chosen = pol.decide(p)
     # the dear model is worth it only when its predicted edge exceeds its price difference
     assert (chosen == 0).float().mean() > 0.5
     assert pol.explain().details["models"] == ["cheap", "dear"]
-    b = pol.evaluate(p, o)
+    b = pol.evaluate(o, p)
     assert b.n_items == 3000
     assert b.calls[0] + b.calls[1] + b.n_skipped == 3000
 
@@ -299,3 +299,20 @@ def test_live_run_matches_the_recorded_decisions() -> None:
     assert ((run.answers >= 0) == (run.answered_by >= 0)).all()
     with pytest.raises(CascadeInputError, match="`models` must be 2 Model objects"):
         cas.run(items, models[:1])
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        TierCascade(["cheap", "dear"], c_skip=1.0, c_error=3.0),
+        TierCascade(["a", "b", "c"], c_skip=5.0, c_error=10.0, objective="error", target=0.3, grid=8),
+        TierCascade(["a", "b"], c_skip=0.0, c_error=0.0, objective="accuracy", target=0.3, grid=8),
+        RouterPolicy(c_skip=2.0, c_error=6.0),
+        RouterPolicy(c_skip=0.0, c_error=0.0, objective="accuracy", target=0.4, trade_offs=16),
+    ],
+    ids=repr,
+)
+def test_every_built_in_policy_passes_the_contract(policy: object) -> None:
+    from cascadekit.testing import check_policy
+
+    check_policy(policy)

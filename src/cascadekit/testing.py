@@ -21,7 +21,7 @@ from cascadekit.items import ChoiceItems
 from cascadekit.outcomes import Outcomes
 from cascadekit.protocols import Calibrator, Gate, Model, Router
 
-__all__ = ["check_calibrator", "check_gate", "check_model", "check_router"]
+__all__ = ["check_calibrator", "check_gate", "check_model", "check_policy", "check_router"]
 
 
 def _expect_error(what: str, fn: Callable[[], object], errors: tuple[type[Exception], ...]) -> str:
@@ -387,3 +387,56 @@ def check_router(router: Router, seed: int = 0) -> None:
         f"{name}: held-out Brier score {brier:.4f} is not clearly below the per-model accuracy's {baseline:.4f} "
         "(does the router use its context?)"
     )
+
+
+def _policy_data(n: int, m: int, seed: int) -> tuple[Outcomes, torch.Tensor]:
+    """Outcomes of m models with calibrated scores (P(correct) = score x skill) and rising prices."""
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.rand(n, m, generator=g, dtype=torch.float64)
+    skill = torch.linspace(0.6, 1.0, m, dtype=torch.float64)
+    right = torch.rand(n, m, generator=g, dtype=torch.float64) < scores * skill
+    prices = (3.0 ** torch.arange(m, dtype=torch.float64)).expand(n, m)
+    return Outcomes.from_arrays(right, [f"m{j}" for j in range(m)], cost=prices), scores
+
+
+def check_policy(policy: Any, n: int = 1500, seed: int = 0) -> None:
+    """Check the multi-model policy contract on an *unfitted* instance (``TierCascade``, ``RouterPolicy``, ...).
+
+    A policy has ``fit(outcomes, scores, ...) -> self``, ``decide(scores)`` and ``evaluate(outcomes,
+    scores)``; the models it uses are its ``tiers`` (when it has them) or all columns. Rules: using it
+    before ``fit`` raises :class:`NotFittedError` naming ``fit``; ``fit`` returns ``self``; refitting
+    gives the same decisions; decisions keep the batch's length, use only valid model indices or
+    ``SKIP`` (-1), and follow a permutation of the rows; ``evaluate`` totals add up; ``explain``
+    reports the calibration size.
+    """
+    from cascadekit.tiers import SKIP  # noqa: PLC0415
+
+    tiers = list(getattr(policy, "tiers", []) or [])
+    m = len(tiers) if tiers else 3
+    outcomes, scores = _policy_data(n, m, seed)
+    if tiers:
+        outcomes = Outcomes.from_arrays(outcomes.correct, tiers, cost=outcomes.cost)
+    name = type(policy).__name__
+    message = _expect_error(f"{name}.decide before fit", lambda: policy.decide(scores), (NotFittedError,))
+    assert "fit" in message, f"{name}: the not-fitted error should say to call fit: {message!r}"
+    fitted = policy.fit(outcomes, scores)
+    assert fitted is policy, f"{name}.fit must return self"
+    out = policy.decide(scores)
+    by = out[1] if isinstance(out, tuple) else out
+    assert isinstance(by, torch.Tensor), f"{name}: decisions must be a tensor"
+    assert by.shape == (n,), f"{name}: decisions must have shape ({n},), got {tuple(by.shape)}"
+    assert by.dtype == torch.int64, f"{name}: decisions must be int64, got {by.dtype}"
+    assert bool(((by >= SKIP) & (by < m)).all()), f"{name}: decisions must be model indices or SKIP"
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1))
+    out_p = policy.decide(scores[perm])
+    by_p = out_p[1] if isinstance(out_p, tuple) else out_p
+    assert torch.equal(by_p, by[perm]), f"{name}: decisions must follow a permutation of the items"
+    again = copy.deepcopy(policy).fit(outcomes, scores).decide(scores)
+    assert torch.equal(again[1] if isinstance(again, tuple) else again, by), f"{name}: refitting must be deterministic"
+    b = policy.evaluate(outcomes, scores)
+    assert b.n_items == n, f"{name}.evaluate must count every item"
+    assert b.n_skipped + b.n_abstained + b.n_answered == n, f"{name}.evaluate: skips + abstentions + answers != n"
+    assert b.n_answered == int((by >= 0).sum()), f"{name}.evaluate must count the decided answers"
+    explanation = policy.explain()
+    assert isinstance(explanation, Explanation), f"{name}.explain must return an Explanation"
+    assert explanation.details.get("n_calibration") == n, f"{name}.explain must report the calibration size"

@@ -415,7 +415,7 @@ class RouterPolicy:
     >>> p = torch.rand(2000, 2, generator=g, dtype=torch.float64) * torch.tensor([0.6, 1.0], dtype=torch.float64)
     >>> right = torch.rand(2000, 2, generator=g, dtype=torch.float64) < p
     >>> o = Outcomes.from_arrays(right, ["small", "large"], cost=torch.tensor([[1.0, 4.0]]).expand(2000, 2))
-    >>> pol = RouterPolicy(c_skip=10.0, c_error=20.0).fit(p, o)
+    >>> pol = RouterPolicy(c_skip=10.0, c_error=20.0).fit(o, p)
     >>> pol.decide(p[:5]).tolist()
     [0, 1, 1, -1, -1]
     """
@@ -457,7 +457,7 @@ class RouterPolicy:
         )
         return lam, _threshold_grid(self.skip_grid, owner, "skip_grid")[:-1]
 
-    def _stats(self, probs: torch.Tensor, outcomes: Outcomes, scale: torch.Tensor) -> GridStats:
+    def _stats(self, outcomes: Outcomes, probs: torch.Tensor, scale: torch.Tensor) -> GridStats:
         owner = f"{type(self).__name__}.fit"
         sub, prices = _priced(owner, outcomes, self.models)
         probs = _scores(owner, "probs", probs, (sub.n_items, sub.n_models))
@@ -467,20 +467,20 @@ class RouterPolicy:
 
     def fit(
         self,
-        probs: torch.Tensor,
         outcomes: Outcomes,
+        probs: torch.Tensor,
         *,
-        reference: tuple[torch.Tensor, Outcomes] | None = None,
+        reference: tuple[Outcomes, torch.Tensor] | None = None,
     ) -> RouterPolicy:
         """Calibrate the trade-off and the skip level.
 
         Parameters
         ----------
-        probs : torch.Tensor, shape (n, m)
-            A router's predicted P(correct) on the calibration items (e.g. ``router.predict``).
         outcomes : Outcomes
-            Their recorded outcomes (the routed columns available and priced).
-        reference : (probs, Outcomes), optional
+            The calibration items' recorded outcomes (the routed columns available and priced).
+        probs : torch.Tensor, shape (n, m)
+            A router's predicted P(correct) on them (e.g. ``router.predict``).
+        reference : (Outcomes, probs), optional
             Independent data (e.g. the router's training items) for prices and the test order.
         """
         owner = type(self).__name__
@@ -491,11 +491,11 @@ class RouterPolicy:
                 msg = f"{owner}: `prices` must be {sub.n_models} finite numbers >= 0, got {describe(scale)}."
                 raise CascadeInputError(msg)
         elif reference is not None:
-            scale = _priced(f"{owner}.fit", reference[1], self.models)[1].mean(dim=0)
+            scale = _priced(f"{owner}.fit", reference[0], self.models)[1].mean(dim=0)
         else:
             scale = prices.mean(dim=0)
         scale = scale / scale.max().clamp(min=1e-300)
-        stats = self._stats(probs, outcomes, scale)
+        stats = self._stats(outcomes, probs, scale)
         ref = None if reference is None else self._stats(reference[0], reference[1], scale)
         bound = float(prices.max()) + max(float(self.c_skip), float(self.c_error))
         choice = _choose(self, stats, ref, bound, f"{owner}.fit")
@@ -512,13 +512,13 @@ class RouterPolicy:
 
     def decide(self, probs: torch.Tensor) -> torch.Tensor:
         """The model index (into ``models_``) per item, or -1 to skip; shape (n,) int64."""
-        check_fitted(self, "trade_off_", "fit(probs, outcomes)", "decide")
+        check_fitted(self, "trade_off_", "fit(outcomes, probs)", "decide")
         probs = _scores(f"{type(self).__name__}.decide", "probs", probs, (probs.shape[0], len(self.models_)))
         if self.skip_below_ == _INF:
             return torch.full((probs.shape[0],), SKIP, dtype=torch.int64, device=probs.device)
         return route_decisions(probs, self.scale_.to(probs.device), self.trade_off_, self.skip_below_)
 
-    def evaluate(self, probs: torch.Tensor, outcomes: Outcomes) -> TierBreakdown:
+    def evaluate(self, outcomes: Outcomes, probs: torch.Tensor) -> TierBreakdown:
         """Totals of the fitted policy on (test) outcomes, priced by the table."""
         sub, _ = _priced(f"{type(self).__name__}.evaluate", outcomes, list(self.models_))
         chosen = self.decide(probs)
@@ -527,7 +527,7 @@ class RouterPolicy:
 
     def explain(self) -> Explanation:
         """Chosen trade-off and skip level, and what was certified."""
-        check_fitted(self, "trade_off_", "fit(probs, outcomes)", "explain")
+        check_fitted(self, "trade_off_", "fit(outcomes, probs)", "explain")
         details = {
             "models": list(self.models_),
             "trade_off": self.trade_off_,
