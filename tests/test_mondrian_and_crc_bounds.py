@@ -211,7 +211,7 @@ def test_mondrian_repr_shows_non_default_options() -> None:
         ({"small_groups": "raise"}, r"`small_groups` must be 'pooled' or 'reject'.*got 'raise'"),
         ({"small_groups": True}, r"`small_groups` must be .*got True"),
         ({"min_group_size": 0}, r"`min_group_size` must be an int >= 1, got 0"),
-        ({"group_by": "topic"}, r"`group_by` must be 'subject', got 'topic'"),
+        ({"group_by": "topic"}, r"`group_by` must be 'subject' or 'category', got 'topic'"),
     ],
 )
 def test_mondrian_rejects_bad_parameters(kwargs, match) -> None:
@@ -302,3 +302,21 @@ def test_crc_bad_alpha_raises(alpha) -> None:
     s, y = torch.rand(50, dtype=torch.float64), torch.rand(50) < 0.5
     with pytest.raises(ck.CascadeInputError, match=r"RiskControlCalibrator: `alpha` must be a finite number"):
         ck.RiskControlCalibrator(alpha).fit(s, y)
+
+
+def test_group_by_category_pools_subjects_into_mmlu_categories() -> None:
+    """group_by="category": one calibrator per MMLU category, identical to grouping by the category labels."""
+    g = torch.Generator().manual_seed(0)
+    subjects = ["college_physics", "astronomy", "professional_law", "philosophy"] * 150
+    scores = torch.rand(len(subjects), generator=g, dtype=torch.float64)
+    correct = torch.rand(len(subjects), generator=g, dtype=torch.float64) < scores
+    base = ck.ThresholdCalibrator(ck.LinearCost(1, 3, 6), stage="post")
+    by_category = ck.MondrianCalibrator(base, min_group_size=100, group_by="category").fit(
+        scores, correct, groups=subjects
+    )
+    assert by_category.groups_ == ("humanities", "stem")
+    categories = [ck.datasets.mmlu_category(s) for s in subjects]
+    by_label = ck.MondrianCalibrator(base, min_group_size=100).fit(scores, correct, groups=categories)
+    assert torch.equal(by_category.decide(scores, groups=subjects), by_label.decide(scores, groups=categories))
+    with pytest.raises(ck.CascadeInputError, match="unknown MMLU subject 'cooking'"):
+        by_category.decide(scores[:1], groups=["cooking"])

@@ -85,8 +85,10 @@ class MondrianCalibrator:
         An unfitted calibrator (copied, never fitted in place).
     min_group_size : int, default 100
         Calibration items a group needs for its own copy of ``base``.
-    group_by : {"subject"}, default "subject"
-        What the :class:`~cascadekit.Cascade` passes as ``groups``: the items' subjects.
+    group_by : {"subject", "category"}, default "subject"
+        What a group is. The :class:`~cascadekit.Cascade` passes the items' subjects as ``groups``;
+        ``"category"`` pools them into the four MMLU categories (:func:`cascadekit.datasets.mmlu_category`)
+        before grouping, for when the 57 subjects are too small to calibrate one by one.
     unknown : {"raise", "pooled", "reject"}, default "raise"
         What ``decide`` does with items whose group was not seen in calibration (or with every
         item when ``groups`` is missing on one side): raise :class:`~cascadekit.CascadeInputError`,
@@ -155,6 +157,15 @@ class MondrianCalibrator:
         if hasattr(self.base, "stage"):
             self.base.stage = value
 
+    def _grouped(self, groups: Sequence[str] | None) -> Sequence[str] | None:
+        """The groups as given (``group_by="subject"``) or their MMLU categories (one lookup per distinct label)."""
+        if groups is None or self.group_by == "subject":
+            return groups
+        from cascadekit.datasets import mmlu_category  # noqa: PLC0415 - datasets is heavier than this module
+
+        labels, inverse = np.unique(np.asarray(list(groups), dtype=str), return_inverse=True)
+        return np.asarray([mmlu_category(str(x)) for x in labels], dtype=str)[inverse].tolist()  # type: ignore[no-any-return]
+
     def _check_options(self) -> None:
         if self.unknown not in _UNKNOWN:
             msg = (
@@ -167,6 +178,9 @@ class MondrianCalibrator:
                 f"MondrianCalibrator: `small_groups` must be 'pooled' or 'reject' (what to do with items of groups "
                 f"smaller than `min_group_size`), got {self.small_groups!r}."
             )
+            raise CascadeInputError(msg)
+        if self.group_by not in ("subject", "category"):
+            msg = f"MondrianCalibrator: `group_by` must be 'subject' or 'category', got {self.group_by!r}."
             raise CascadeInputError(msg)
 
     @staticmethod
@@ -236,11 +250,9 @@ class MondrianCalibrator:
         if isinstance(self.min_group_size, bool) or not isinstance(self.min_group_size, int) or self.min_group_size < 1:
             msg = f"{owner}: `min_group_size` must be an int >= 1, got {self.min_group_size!r}."
             raise CascadeInputError(msg)
-        if self.group_by != "subject":
-            msg = f"{owner}: `group_by` must be 'subject', got {self.group_by!r}."
-            raise CascadeInputError(msg)
         self._check_options()
         check_fit_inputs(f"{owner}.fit", scores, correct)
+        groups = self._grouped(groups)
         per_group: dict[str, Calibrator] = {}
         seen: list[str] = []
         small: list[str] = []
@@ -288,6 +300,7 @@ class MondrianCalibrator:
         owner = "MondrianCalibrator.decide"
         check_fitted(self, "pooled_")
         self._check_options()
+        groups = self._grouped(groups)
         check_scores(owner, scores)
         n = scores.numel()
         if groups is None:
