@@ -25,3 +25,12 @@ done
 python benchmarks/bench_gates.py --splits "$splits" --json-out benchmarks/results/gates.json --docs docs/results.md > /dev/null
 python benchmarks/validate_guarantees.py --json-out benchmarks/results/validity.json --docs docs/guarantees.md > /dev/null
 python benchmarks/bench_guarantees.py --json-out benchmarks/results/guarantees.json --docs docs/guarantees.md > /dev/null
+python benchmarks/validate_tiers.py --docs docs/routing.md > /dev/null
+# Many models: needs the MMLU-Pro folder (../shared/data/mmlu-pro or MMLU_PRO=...) and its embeddings.
+mmlu_pro=${MMLU_PRO:-../shared/data/mmlu-pro}
+if [ -d "$mmlu_pro" ]; then
+  python benchmarks/embed_mmlu_pro.py --data "$mmlu_pro" > /dev/null
+  python benchmarks/bench_routing.py --data "$mmlu_pro" --docs docs/routing.md > /dev/null
+else
+  echo "write_results: no MMLU-Pro folder at $mmlu_pro; docs/routing.md's benchmark table left as it is" >&2
+fi

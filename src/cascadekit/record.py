@@ -5,7 +5,9 @@ Usage::
     cascadekit-record run --model PATH_OR_ID [--gguf-file F] [--mmlu DIR] --out rec.jsonl
     cascadekit-record pack rec.jsonl [--mmlu DIR] --out rec.npz [--items-out items.json.gz]
 
-(or ``python -m cascadekit.record ...``). The items are the 4,816 MMLU questions shipped with
+(or ``python -m cascadekit.record ...``). The same commands are ``cascadekit record run`` and
+``cascadekit record pack`` of the :mod:`cascadekit.cli` command; the ``cascadekit-record`` script is
+a deprecated alias of them, kept for one release. The items are the 4,816 MMLU questions shipped with
 cascadekit (:func:`~cascadekit.datasets.load_shipped_items`), or the same sample drawn from the
 MMLU CSVs under ``--mmlu`` (:func:`~cascadekit.datasets.recording_sample`).
 
@@ -35,7 +37,7 @@ from cascadekit.exceptions import CascadeInputError
 if TYPE_CHECKING:
     from cascadekit.items import ChoiceItems
 
-__all__ = ["main", "pack_recording", "read_records", "record"]
+__all__ = ["deprecated_main", "main", "pack_recording", "read_records", "record"]
 
 
 def read_records(path: Path, *, repair: bool = False) -> dict[str, dict[str, Any]]:
@@ -205,12 +207,12 @@ def pack_recording(jsonl: Path, items: ChoiceItems, out: Path, *, name: str | No
     return meta
 
 
-def _parser() -> argparse.ArgumentParser:
-    """The command line of ``cascadekit-record``: stdlib only, so ``--help`` is instant."""
+def _parser(prog: str = "cascadekit-record") -> argparse.ArgumentParser:
+    """The command line of ``cascadekit-record`` (or ``prog``): stdlib only, so ``--help`` is instant."""
     parser = argparse.ArgumentParser(
-        prog="cascadekit-record",
+        prog=prog,
         description="Record a model's option log-probs over MMLU (resumable), and pack a recording for shipping.",
-        epilog="Run `cascadekit-record COMMAND --help` for the options of a command.",
+        epilog=f"Run `{prog} COMMAND --help` for the options of a command.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     mmlu_help = (
@@ -264,9 +266,22 @@ def _items(mmlu: Path | None) -> ChoiceItems:
     return load_shipped_items() if mmlu is None else recording_sample(mmlu)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point (``cascadekit-record``, or ``python -m cascadekit.record``)."""
-    args = _parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, *, prog: str = "cascadekit-record") -> int:
+    """Command-line entry point (``python -m cascadekit.record``; ``cascadekit record`` calls it with its ``prog``).
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        The arguments (default: ``sys.argv[1:]``).
+    prog : str, default "cascadekit-record"
+        The command name shown in usage and help messages.
+
+    Returns
+    -------
+    int
+        The exit status, 0.
+    """
+    args = _parser(prog).parse_args(argv)
     if args.command == "run":
         from cascadekit.datasets import mmlu_exemplars  # noqa: PLC0415
 
@@ -298,6 +313,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         save_items(items, args.items_out)
     print(json.dumps({k: meta[k] for k in ("model", "accuracy", "total_seconds", "n_items")}))
     return 0
+
+
+def deprecated_main(argv: Sequence[str] | None = None) -> int:
+    """The ``cascadekit-record`` script: a one-line deprecation notice on stderr, then :func:`main`.
+
+    Deprecated alias of ``cascadekit record``, kept for one release.
+    """
+    import sys  # noqa: PLC0415
+
+    print(
+        "cascadekit-record is deprecated and will be removed in the next release; "
+        "use `cascadekit record` (same arguments).",
+        file=sys.stderr,
+    )
+    return main(argv)
 
 
 if __name__ == "__main__":
