@@ -514,8 +514,18 @@ def main() -> None:
     p.add_argument("--e-price", type=float, default=20_000.0, help="E in price units (S = E / 2)")
     p.add_argument("--json", type=Path, default=HERE / "results" / "routing.json")
     p.add_argument("--docs", type=Path, default=None)
+    p.add_argument(
+        "--speed-only",
+        action="store_true",
+        help="rerun only the speed measurements, keeping the other results of the --json file",
+    )
     args = p.parse_args()
     torch.manual_seed(0)
+    if args.speed_only:
+        previous = json.loads(args.json.read_text())
+        previous["speed"] = _speed()
+        emit(previous, args.json, args.docs, write_docs)
+        return
     o = ck.Outcomes.from_mmlu_pro(args.data).complete()
     if any("embedding" in _routers()[r].requires for r in args.routers):
         if not EMBEDDINGS.exists():
