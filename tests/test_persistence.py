@@ -6,8 +6,11 @@ import json
 import math
 import re
 import shutil
+import sys
 import warnings
-from collections.abc import Callable, Iterator
+import zlib
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +25,9 @@ from cascadekit.calibrators import (
     answered_wrong_loss,
 )
 from cascadekit.exceptions import CascadeInputError, NotFittedError
+from cascadekit.items import ChoiceItems
 from cascadekit.persistence import MANIFEST, TENSORS, load, save
+from cascadekit.persistence._common import _skops_trust
 from cascadekit.routers import ClassifierRouter, GroupPriorRouter, KNNRouter, MatrixFactorizationRouter
 
 COST = ck.LinearCost(c_infer=1, c_skip=3, c_error=6)
@@ -73,6 +78,8 @@ def same(a: Any, b: Any, path: str = "obj") -> None:  # noqa: PLR0912 - one bran
         assert a is b, f"{path}: the model was not re-attached"
     elif isinstance(a, torch.Generator):
         assert torch.equal(a.get_state(), b.get_state()), path
+    elif isinstance(a, np.random.RandomState):
+        same(a.get_state(), b.get_state(), path)
     elif type(a).__module__.startswith("sklearn."):
         same(a.__getstate__(), b.__getstate__(), path)
     elif type(a).__module__.startswith("cascadekit"):
@@ -475,16 +482,6 @@ def test_unsupported_attributes_are_named_by_path(tmp_path: Path) -> None:
     assert not (tmp_path / "b").exists()
 
 
-def test_learned_gates_with_sklearn_classifiers_are_refused(shipped: Any, tmp_path: Path) -> None:
-    model, train, _, _ = shipped
-    right = model.score(train).log_probs.argmax(1) == train.answers
-    gate = ck.OptionDistributionGate().fit(
-        train.take(range(300)), right[:300], model.score(train.take(range(300))).log_probs
-    )
-    with pytest.raises(CascadeInputError, match=r"'state/classifier_', a sklearn\.pipeline\.Pipeline"):
-        save(gate, tmp_path / "g")
-
-
 def test_save_refuses_to_overwrite_other_folders(tmp_path: Path) -> None:
     cal = ck.ThresholdCalibrator(COST).fit(*calibration())
     (tmp_path / "notes").mkdir()
@@ -508,3 +505,216 @@ def test_lazy_exports() -> None:
     assert ck.load is load
     assert {"save", "load"} <= set(ck.__all__)
     assert "persistence" in dir(ck)
+
+
+# ---------------------------------------------------------------- learned gates: scikit-learn estimators via skops
+
+
+class StubEmbedder:
+    """A fixed random vector per text (seeded by its CRC-32): an Embedder with no weights."""
+
+    name = "stub-embedder"
+
+    def embed(self, texts: Sequence[str]) -> torch.Tensor:
+        rows = [torch.randn(8, generator=torch.Generator().manual_seed(zlib.crc32(t.encode()))) for t in texts]
+        return torch.stack(rows)
+
+
+class StubHFModel:
+    """Stands in for an HFChoiceModel: fixed random hidden states per item id and layer."""
+
+    name = "stub-hf"
+    n_layers = 4
+
+    def score(self, items: ChoiceItems) -> ck.ModelOutput:
+        raise NotImplementedError
+
+    def hidden_states(self, items: ChoiceItems, layer: int) -> torch.Tensor:
+        seeds = [zlib.crc32(f"{layer}:{i}".encode()) for i in items.ids]
+        return torch.stack([torch.randn(6, generator=torch.Generator().manual_seed(s)) for s in seeds])
+
+
+def own_estimator() -> Any:
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(C=0.5)
+
+
+def smollm_probe() -> ck.RecordedModel:
+    return ck.RecordedModel(ck.datasets.load_recording("smollm2-135m"))
+
+
+LEARNED: dict[str, Callable[[], Any]] = {
+    "option-logistic": ck.OptionDistributionGate,
+    "option-knn": lambda: ck.OptionDistributionGate(classifier="knn"),
+    "option-mlp": lambda: ck.OptionDistributionGate(classifier="mlp"),
+    "option-own-estimator": lambda: ck.OptionDistributionGate(classifier=own_estimator()),
+    "probe": lambda: ck.ProbeGate(smollm_probe(), cost=0.1),
+    "embedding": lambda: ck.EmbeddingGate(StubEmbedder(), classifier="knn"),
+    "stacked": lambda: ck.StackedGate([ck.SubjectPriorGate(unknown="prior"), ck.OptionDistributionGate()], n_folds=3),
+    "early-exit": lambda: ck.EarlyExitGate(StubHFModel(), layer=2),  # type: ignore[arg-type]
+    "hidden-state": lambda: ck.HiddenStateGate(StubHFModel(), layer=3),  # type: ignore[arg-type]
+}
+
+
+def fitted_gate(name: str, shipped: Any) -> tuple[Any, dict[str, object]]:
+    """A learned gate fitted on 600 shipped items, and the models it refers to, by name."""
+    model, train, _, _ = shipped
+    train = train.take(range(600))
+    log_probs = model.score(train).log_probs
+    gate = LEARNED[name]().fit(train, log_probs.argmax(1) == train.answers, log_probs)
+    attached = {getattr(gate, a).name: getattr(gate, a) for a in ("probe", "embedder", "model") if hasattr(gate, a)}
+    return gate, attached
+
+
+@pytest.mark.parametrize("name", LEARNED)
+def test_learned_gates_score_bit_identically_after_loading(name: str, shipped: Any, tmp_path: Path) -> None:
+    pytest.importorskip("skops")
+    model, _, _, test = shipped
+    fitted, models = fitted_gate(name, shipped)
+    loaded = roundtrip(fitted, tmp_path, **models)
+    for attr, attached in models.items():
+        assert attached in vars(loaded).values(), attr  # re-attached, not rebuilt
+    log_probs = model.score(test).log_probs
+    want = fitted.score(test, log_probs)
+    assert want.unique().numel() > 10
+    assert torch.equal(loaded.score(test, log_probs), want)
+
+
+def test_sklearn_estimators_are_skops_blobs_in_the_npz(shipped: Any, tmp_path: Path) -> None:
+    pytest.importorskip("skops")
+    fitted, models = fitted_gate("probe", shipped)
+    folder = save(fitted, tmp_path / "g")
+    manifest = json.loads((folder / MANIFEST).read_text())
+    assert manifest["state"]["classifier_"] == {
+        "__sklearn__": "state/classifier_",
+        "class": "sklearn.pipeline:Pipeline",
+    }
+    assert manifest["params"]["probe"]["__model_ref__"] == fitted.probe.name
+    assert manifest["models"] == sorted(models)
+    with np.load(folder / TENSORS, allow_pickle=False) as npz:
+        blob = npz["state/classifier_"]
+    assert blob.dtype == np.uint8
+    assert blob.ndim == 1
+    assert blob[:2].tobytes() == b"PK"  # a skops file is a zip archive of JSON and .npy entries
+    with pytest.raises(CascadeInputError, match=rf"uses the model {re.escape(repr(fitted.probe.name))}"):
+        load(folder)
+
+
+def test_shared_estimator_is_saved_once(tmp_path: Path) -> None:
+    pytest.importorskip("skops")
+    from sklearn.linear_model import LogisticRegression
+
+    template = LogisticRegression(C=0.3)
+    stacked = ck.StackedGate([ck.OptionDistributionGate(classifier=template)], combiner=template)
+    loaded = roundtrip(stacked, tmp_path)
+    assert loaded.combiner is loaded.gates[0].classifier
+    assert loaded.combiner.C == 0.3
+
+
+def test_replaced_gate_tensors_fail_the_checksum(shipped: Any, tmp_path: Path) -> None:
+    pytest.importorskip("skops")
+    gate, _ = fitted_gate("option-logistic", shipped)
+    folder = save(gate, tmp_path / "a")
+    other = save(ck.OptionDistributionGate(classifier="knn").fit(*fitted_inputs(shipped)), tmp_path / "b")
+    shutil.copy(other / TENSORS, folder / TENSORS)
+    with pytest.raises(CascadeInputError, match=r"SHA-256.*modified or replaced"):
+        load(folder)
+
+
+def fitted_inputs(shipped: Any) -> tuple[ChoiceItems, torch.Tensor, torch.Tensor]:
+    model, train, _, _ = shipped
+    train = train.take(range(300))
+    log_probs = model.score(train).log_probs
+    return train, log_probs.argmax(1) == train.answers, log_probs
+
+
+class Sneaky(OrderedDict):  # type: ignore[type-arg]
+    """A class of the test module: skops reports it as untrusted, and the allow-list refuses it."""
+
+
+def resign(folder: Path, key: str, blob: bytes) -> None:
+    """Replace one array of the npz *and* the manifest's SHA-256, as a forger rewriting both files would."""
+    from cascadekit.persistence._encode import _sha256
+
+    with np.load(folder / TENSORS, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays[key] = np.frombuffer(blob, dtype=np.uint8)
+    with (folder / TENSORS).open("wb") as f:
+        np.savez(f, allow_pickle=False, **arrays)
+    edit(folder, lambda m: m["tensors"].update(sha256=_sha256(folder / TENSORS)))
+
+
+def test_blob_with_untrusted_types_is_refused(shipped: Any, tmp_path: Path) -> None:
+    sio = pytest.importorskip("skops.io")
+    gate = ck.OptionDistributionGate().fit(*fitted_inputs(shipped))
+    folder = save(gate, tmp_path / "g")
+    evil = gate.classifier_
+    evil.memo_ = Sneaky(a=1)
+    with pytest.raises(CascadeInputError, match=r"'state/classifier_'.*test_persistence\.Sneaky.*load would refuse"):
+        save(gate, tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
+    resign(folder, "state/classifier_", sio.dumps(evil))
+    with pytest.raises(CascadeInputError, match=r"untrusted types \['test_persistence\.Sneaky'\].*Nothing was loaded"):
+        load(folder)
+    evil.memo_ = len  # a builtin function, not a data type
+    resign(folder, "state/classifier_", sio.dumps(evil))
+    with pytest.raises(CascadeInputError, match=r"untrusted types \['builtins\.len'\]"):
+        load(folder)
+    resign(folder, "state/classifier_", sio.dumps(evil.named_steps["standardscaler"]))
+    with pytest.raises(
+        CascadeInputError, match=r"should be a sklearn\.pipeline:Pipeline.*holds a sklearn\.preprocessing"
+    ):
+        load(folder)
+    resign(folder, "state/classifier_", b"not a zip file")
+    with pytest.raises(CascadeInputError, match="not a readable skops blob"):
+        load(folder)
+
+
+def test_allow_list() -> None:
+    names = [
+        "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+        "scipy.sparse._csr.csr_matrix",
+        "numpy.float32",
+        "builtins.range",
+        "builtins.ellipsis",
+        "builtins.len",
+        "builtins.eval",
+        "os.system",
+        "operator.attrgetter",
+        "numpy.memmap",
+        "numpy._core.memmap.memmap",
+        "numpy.load",
+        "numpy.lib.format.open_memmap",
+        "numpyevil.Thing",
+        "scipy.io.FortranFile",
+        "sklearn.datasets.fetch_openml",
+        "sklearn.no_such_module.Thing",
+        "test_persistence.Sneaky",
+    ]
+    trusted, refused = _skops_trust(names)
+    assert trusted == names[:5]
+    assert refused == names[5:]
+
+
+def test_without_skops_saving_a_learned_gate_says_how_to_install_it(
+    shipped: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = ck.OptionDistributionGate().fit(*fitted_inputs(shipped))
+    folder = save(gate, tmp_path / "saved") if _has_skops() else None
+    monkeypatch.setitem(sys.modules, "skops.io", None)  # `import skops.io` now raises ImportError
+    install = re.escape('pip install "cascadekit[persist]"')
+    with pytest.raises(CascadeInputError, match=rf"'state/classifier_', a sklearn\.pipeline\.Pipeline.*{install}"):
+        save(gate, tmp_path / "g")
+    assert not (tmp_path / "g").exists()
+    if folder is not None:
+        with pytest.raises(CascadeInputError, match=rf"load: cannot load 'state/classifier_'.*{install}"):
+            load(folder)
+
+
+def _has_skops() -> bool:
+    try:
+        import skops.io  # noqa: F401
+    except ImportError:
+        return False
+    return True

@@ -11,7 +11,6 @@ evaluation is vectorised over grid points too, through one histogram of the item
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -499,7 +498,3 @@ def route_grid_stats(
         axes=(lam, sgrid),
     )
 
-
-def _product(*grids: torch.Tensor) -> torch.Tensor:
-    """All points of a product grid, (P, D), row-major (used by tests and policies)."""
-    return torch.tensor(list(itertools.product(*[g.tolist() for g in grids])), dtype=torch.float64)

@@ -28,12 +28,28 @@ else its ``name_or_path``, else its ``repr``); :func:`load` re-attaches the obje
 
 **Loading runs no code from the file.** Only classes defined in the cascadekit package are rebuilt
 (``cls(**params)``, then the fitted state set as attributes), and never models or embedders;
-anything else named by a manifest is refused. The one foreign object written is scikit-learn's
-``IsotonicRegression`` (the fitted state of ``BayesCalibrator(scaler="isotonic")``), rebuilt from
-its arrays through its own ``__setstate__``. Objects that cannot be written this way -- a class
-from outside cascadekit, a fitted scikit-learn classifier (the learned gates'), a
-``torch.Generator``, a function that is not cascadekit's -- make :func:`save` raise
-:class:`~cascadekit.exceptions.CascadeInputError` naming the attribute path and the type.
+anything else named by a manifest is refused. Two kinds of foreign object are written:
+
+- scikit-learn's ``IsotonicRegression`` (the fitted state of ``BayesCalibrator(scaler="isotonic")``),
+  rebuilt from its arrays through its own ``__setstate__``;
+- any other scikit-learn estimator (``sklearn.base.BaseEstimator``: the classifiers and pipelines
+  the learned gates fit, :class:`~cascadekit.ProbeGate`, :class:`~cascadekit.EmbeddingGate`,
+  :class:`~cascadekit.StackedGate` ...), written with skops' ``skops.io.dumps``, a secure,
+  non-pickle format for scikit-learn objects (https://skops.readthedocs.io/en/stable/persistence.html).
+  skops is optional: ``pip install "cascadekit[persist]"``. The blob is stored in ``tensors.npz`` as a
+  uint8 array (so the SHA-256 covers it) and the manifest holds
+  ``{"__sklearn__": "state/classifier_", "class": "sklearn.pipeline:Pipeline"}``. :func:`load` reads
+  it with ``skops.io.loads(blob, trusted=...)``, trusting only the types
+  ``skops.io.get_untrusted_types`` reports that belong to scikit-learn, NumPy or SciPy (their name and
+  their ``__module__`` start with ``sklearn.``, ``numpy.`` or ``scipy.``; modules that read or write
+  files, such as ``numpy.memmap`` or ``scipy.io``, excepted) or are plain builtin data types; a blob
+  naming anything else (a class of yours, a builtin function, ``os``, ...) is refused, naming the
+  types, and nothing is loaded. :func:`save` refuses such an estimator up front.
+
+Objects that cannot be written -- a class from outside cascadekit, a scikit-learn estimator when
+skops is not installed, a ``torch.Generator``, a function that is not cascadekit's -- make
+:func:`save` raise :class:`~cascadekit.exceptions.CascadeInputError` naming the attribute path and
+the type.
 
 **Versions.** :func:`load` reads ``format_version`` 1 files written by a cascadekit of the same
 major version; while cascadekit is at 0.x the minor version counts as the major one (a file of
@@ -81,9 +97,11 @@ def save(obj: object, path: str | os.PathLike[str]) -> Path:
     ------
     CascadeInputError
         If ``obj`` (or something it holds, named by its attribute path such as
-        ``state/pooled_/params/cost``) cannot be written: a class from outside cascadekit, a fitted
-        scikit-learn classifier, a ``torch.Generator``, a function, a dict with non-str keys; or if
-        ``path`` is a file or a non-empty folder holding no policy. Nothing is written then.
+        ``state/pooled_/params/cost``) cannot be written: a class from outside cascadekit, a
+        scikit-learn estimator when skops is not installed (``pip install "cascadekit[persist]"``) or
+        one holding types outside the allow-list, a ``torch.Generator``, a function, a dict with
+        non-str keys; or if ``path`` is a file or a non-empty folder holding no policy. Nothing is
+        written then.
 
     Notes
     -----
@@ -176,7 +194,8 @@ def load(path: str | os.PathLike[str], *, models: Mapping[str, object] | None = 
         version (another minor version while at 0.x: the message gives both versions);
         ``tensors.npz`` is not the file saved with the manifest (its SHA-256 differs); the manifest
         names a class or function outside cascadekit, or a model class; or a referenced model is
-        not in ``models``.
+        not in ``models``; a scikit-learn estimator's skops blob names a type outside the allow-list
+        (the message names the types), or skops is not installed.
 
     Examples
     --------

@@ -32,6 +32,8 @@ from cascadekit.persistence._common import (
     _init_parameters,
     _join,
     _shown,
+    _skops,
+    _skops_trust,
 )
 
 
@@ -154,8 +156,10 @@ class _Decoder:
             return _resolve(body, path, function=True)
         if tag == "__object__":
             return self.obj(value, path)
-        if tag == "__sklearn__" and body in _SKLEARN:
+        if tag == "__sklearn__" and body in _SKLEARN and "state" in value:
             return self.sklearn(body, value.get("state"), path)
+        if tag == "__sklearn__" and isinstance(body, str) and isinstance(value.get("class"), str):
+            return self.skops(body, value["class"], path)
         msg = f"load: {_shown(path)!r} holds an entry {tag}={body!r} that this cascadekit cannot read."
         raise CascadeInputError(msg)
 
@@ -202,6 +206,38 @@ class _Decoder:
             msg = f"load: {_shown(path)!r} has no state for its {name}."
             raise CascadeInputError(msg)
         made.__setstate__(values)
+        return made
+
+    def skops(self, key: str, name: str, path: str) -> object:
+        """A scikit-learn estimator from its skops blob, loading only allow-listed types (:func:`_skops_trust`)."""
+        sio = _skops("load", path, f"a {name}")
+        blob = self.arrays.get(key)
+        if blob is None or blob.dtype != np.uint8 or blob.ndim != 1:
+            msg = f"load: {_shown(path)!r} refers to the skops blob {key!r}, which {TENSORS} does not hold as bytes."
+            raise CascadeInputError(msg)
+        data = blob.tobytes()
+        try:
+            untrusted = sio.get_untrusted_types(data=data)
+        except Exception as err:  # a damaged zip or schema: skops raises many kinds
+            msg = f"load: {_shown(path)!r} ({name}) is not a readable skops blob ({type(err).__name__}: {err})."
+            raise CascadeInputError(msg) from err
+        trusted, refused = _skops_trust(untrusted)
+        if refused:
+            msg = (
+                f"load: {_shown(path)!r} ({name}, saved with skops) holds the untrusted types {refused}; only "
+                "scikit-learn, NumPy and SciPy types (and plain builtin data types) are loaded from a policy file. "
+                "Nothing was loaded."
+            )
+            raise CascadeInputError(msg)
+        try:
+            made = sio.loads(data, trusted=trusted)
+        except Exception as err:
+            msg = f"load: cannot load {_shown(path)!r} ({name}) from its skops blob ({type(err).__name__}: {err})."
+            raise CascadeInputError(msg) from err
+        if _class_name(type(made)) != name:
+            msg = f"load: {_shown(path)!r} should be a {name}, but its skops blob holds a {_class_name(type(made))}."
+            raise CascadeInputError(msg)
+        self._memo[path] = made
         return made
 
     def obj(self, entry: dict[str, Any], path: str) -> Any:

@@ -26,10 +26,13 @@ from cascadekit.persistence._common import (
     _in_package,
     _init_parameters,
     _is_model,
+    _is_sklearn_estimator,
     _join,
     _model_name,
     _not_storable,
     _shown,
+    _skops,
+    _skops_trust,
 )
 
 
@@ -85,6 +88,8 @@ class _Encoder:
         sklearn = _SKLEARN.get(type(value).__name__)
         if sklearn is not None and type(value).__module__ == sklearn:
             return self.sklearn(value, path)
+        if _is_sklearn_estimator(value):
+            return self.skops(value, path)
         raise _not_storable(path, value)
 
     def tensor(self, value: torch.Tensor, path: str) -> dict[str, Any]:
@@ -111,6 +116,30 @@ class _Encoder:
     def sklearn(self, value: Any, path: str) -> dict[str, Any]:
         state = value.__getstate__()
         return {"__sklearn__": type(value).__name__, "state": self.value(dict(state), _join(path, "state"))}
+
+    def skops(self, value: Any, path: str) -> dict[str, Any]:
+        """A scikit-learn estimator, written by ``skops.io.dumps`` as a uint8 array of the npz."""
+        if id(value) in self._memo:
+            return {"__ref__": self._memo[id(value)]}
+        kind = f"{type(value).__module__}.{type(value).__qualname__}"
+        sio = _skops("save", path, f"a {kind}")
+        try:
+            blob = sio.dumps(value)
+            untrusted = sio.get_untrusted_types(data=blob)
+        except Exception as err:  # skops raises TypeError and its own exceptions for what it cannot write
+            msg = f"save: cannot save {_shown(path)!r}, a {kind}: skops cannot write it ({type(err).__name__}: {err})."
+            raise CascadeInputError(msg) from err
+        refused = _skops_trust(untrusted)[1]
+        if refused:
+            msg = (
+                f"save: cannot save {_shown(path)!r}, a {kind}: it holds the types {refused}, which load would refuse "
+                "(only scikit-learn, NumPy and SciPy types are loaded from a policy file)."
+            )
+            raise CascadeInputError(msg)
+        key = self._array_key(path)
+        self.arrays[key] = np.frombuffer(blob, dtype=np.uint8).copy()
+        self._memo[id(value)] = path
+        return {"__sklearn__": key, "class": _class_name(type(value))}
 
     def obj(self, value: Any, path: str) -> dict[str, Any]:
         key = id(value)
