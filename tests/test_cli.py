@@ -300,3 +300,20 @@ def test_installed_entry_points(policy) -> None:
         [notice] = done.stderr.strip().splitlines()
         assert "deprecated" in notice
         assert "`cascadekit record`" in notice
+
+
+def test_apply_on_ray_decides_as_in_process(policy, files, items, tmp_path) -> None:
+    """`apply --ray` (a local Ray, the stages of cascadekit.integrations.ray) writes the in-process decisions."""
+    pytest.importorskip("ray")
+    local, on_ray = tmp_path / "local.jsonl", tmp_path / "ray.jsonl"
+    cli("apply", "--policy", str(policy), "--items", str(files["jsonl"]), "--out", str(local))
+    done = cli("apply", "--policy", str(policy), "--items", str(files["jsonl"]), "--out", str(on_ray), "--ray")
+    assert "wrote 300 decisions" in done.stdout
+    read = [[json.loads(line) for line in f.read_text(encoding="utf-8").splitlines()] for f in (local, on_ray)]
+    assert read[0] == read[1]
+    _same_decisions(read[1], _in_process(policy, items), from_csv=False)
+    bad = cli("apply", "--policy", str(policy), "--items", str(files["jsonl"]), "--out", str(on_ray), "--ray",
+              "--ray-workers", "0", check=False)  # fmt: skip
+    assert bad.returncode == 2
+    assert bad.stderr.strip().count("\n") == 0
+    assert "--ray-workers" in bad.stderr

@@ -330,13 +330,11 @@ class Cascade:
         """Decide every item, run the model only where the pre-gate allows, and price the outcome."""
         check_fitted(self, "n_calibration_", "fit(items)", "run")
         n, k = len(items), items.n_choices
-        gate_costs = torch.zeros(n)
         pre_scores = post_scores = None
         ran = torch.ones(n, dtype=torch.bool)
         if self.pre_gate is not None and self.pre_calibrator_ is not None:
             pre_scores = self._gate_scores("pre", items, None)
             ran = decide_with_context(self.pre_calibrator_, pre_scores, {"groups": items.subjects}).cpu()
-            gate_costs += self.pre_gate.cost
         run_idx = ran.nonzero().flatten()
         run_items = items.take(run_idx)
         log_probs = torch.full((n, k), float("nan"))
@@ -361,7 +359,57 @@ class Cascade:
                 if pre_scores is not None:
                     context["pre_scores"] = pre_scores[run_idx.to(pre_scores.device)]
                 answered[run_idx] = decide_with_context(self.post_calibrator_, s, context).cpu()
-            gate_costs[run_idx] += self.post_gate.cost
+        return self.result(items, ran, answered, prediction, n_tokens, pre_scores, post_scores, log_probs)
+
+    def result(
+        self,
+        items: ChoiceItems,
+        ran: torch.Tensor,
+        answered: torch.Tensor,
+        prediction: torch.Tensor,
+        n_tokens: torch.Tensor,
+        pre_scores: torch.Tensor | None = None,
+        post_scores: torch.Tensor | None = None,
+        log_probs: torch.Tensor | None = None,
+    ) -> CascadeResult:
+        """Price decisions taken for ``items`` and wrap them as a :class:`CascadeResult`.
+
+        :meth:`run` ends here; so does a run whose decisions were taken elsewhere (batch by batch on
+        Ray Data, :mod:`cascadekit.integrations.ray`), so both price items the same way: the cost
+        model's ``item_costs`` plus each gate's own price (the pre-gate's on every item, the
+        post-gate's on every item the model ran on).
+
+        Parameters
+        ----------
+        items : ChoiceItems
+            The n items (their answers, when known, decide ``correct`` and the price of errors).
+        ran : torch.Tensor of bool, shape (n,)
+            Whether the model ran on each item (False: skipped).
+        answered : torch.Tensor of bool, shape (n,)
+            Whether its answer was used (False where it ran: abstained).
+        prediction : torch.Tensor of int64, shape (n,)
+            The model's option per item, -1 where it did not run.
+        n_tokens : torch.Tensor of int64, shape (n,)
+            Tokens the model processed (0 where it did not run).
+        pre_scores : torch.Tensor, shape (n,), optional
+            The pre-gate's scores, when there is one.
+        post_scores : torch.Tensor, shape (n,), optional
+            The post-gate's scores (NaN where the model did not run), when there is one.
+        log_probs : torch.Tensor, shape (n, k), optional
+            NaN rows where the model did not run; all NaN when not given.
+
+        Returns
+        -------
+        CascadeResult
+        """
+        n = len(items)
+        gate_costs = torch.zeros(n)
+        if self.pre_gate is not None and self.pre_calibrator_ is not None:
+            gate_costs += self.pre_gate.cost
+        if self.post_gate is not None and self.post_calibrator_ is not None:
+            gate_costs[ran] += self.post_gate.cost
+        if log_probs is None:
+            log_probs = torch.full((n, items.n_choices), float("nan"))
         correct = None
         breakdown = None
         if items.answers is not None:

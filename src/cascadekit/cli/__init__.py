@@ -148,6 +148,12 @@ def _parser() -> argparse.ArgumentParser:
     app.add_argument("--items", required=True, metavar="FILE", help=items_help)
     app.add_argument("--recording", default=None, metavar="NAME_OR_NPZ", help=f"{rec_help} (default: from cli.json)")
     app.add_argument("--out", required=True, metavar="DECISIONS", help="decisions file to write, .csv or .jsonl")
+    app.add_argument(
+        "--ray",
+        action="store_true",
+        help='decide on Ray Data (a local Ray, or the cluster of RAY_ADDRESS): pip install "cascadekit[ray]"',
+    )
+    app.add_argument("--ray-workers", type=int, default=1, metavar="N", help="scoring actors with --ray (default 1)")
     app.add_argument("--json", action="store_true", help=json_help)
     app.set_defaults(handler=_cmd_apply)
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, cast
 from cascadekit.exceptions import CascadeInputError
 
 if TYPE_CHECKING:
+    from cascadekit.cascade import Cascade, CascadeResult
     from cascadekit.items import ChoiceItems
     from cascadekit.protocols import CostModel, Stage
 
@@ -140,7 +141,8 @@ def _cmd_apply(args: argparse.Namespace) -> int:
     items = read_items(args.items)
     cascade, _, spec, rec = _load_cascade(Path(args.policy), args.recording)
     _check_recorded(items, rec, spec)
-    result = cascade.run(items)
+    on_ray = args.ray
+    result = _run_on_ray(cascade, Path(args.policy), spec, items, args.ray_workers) if on_ray else cascade.run(items)
     rows = decision_rows(result)
     _write_decisions(rows, out)
     counts = _counts(result)
@@ -159,6 +161,54 @@ def _cmd_apply(args: argparse.Namespace) -> int:
         priced = "" if items.answers is not None else " (unlabelled: wrong answers not priced)"
         print(f"wrote {len(rows)} decisions to {out}: {shown}; total cost {result.total_cost:.6g}{priced}")
     return 0
+
+
+def _run_on_ray(cascade: Cascade, policy: Path, spec: str, items: ChoiceItems, workers: int) -> CascadeResult:
+    """The saved cascade's decisions taken batch by batch on Ray Data, priced like ``Cascade.run``."""
+    if workers < 1:
+        msg = f"--ray-workers: expected an integer >= 1, got {workers}."
+        raise UsageError(msg)
+    try:
+        import ray  # noqa: PLC0415 - optional, and heavy
+    except ImportError:
+        msg = '--ray needs Ray Data: pip install "cascadekit[ray]".'
+        raise UsageError(msg) from None
+    import importlib  # noqa: PLC0415
+
+    import numpy as np  # noqa: PLC0415
+    import torch  # noqa: PLC0415
+
+    from cascadekit.integrations.ray import run_cascade  # noqa: PLC0415
+    from cascadekit.prompts import LETTERS  # noqa: PLC0415
+
+    pd: Any = importlib.import_module("pandas")  # Ray Data needs pandas; no stubs are required here
+    options = {LETTERS[j]: [c[j] for c in items.choices] for j in range(items.n_choices)}
+    frame = pd.DataFrame({"id": list(items.ids), "question": list(items.questions), **options})
+    frame["subject"] = list(items.subjects)
+    started = not ray.is_initialized()
+    if started:
+        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        out = run_cascade(ray.data.from_pandas(frame), policy, spec, concurrency=workers).to_pandas()
+    finally:
+        if started:
+            ray.shutdown()
+    out = out.set_index("id").loc[list(items.ids)]
+
+    def column(name: str, dtype: Any) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(out[name].to_numpy(dtype=dtype)))
+
+    pre = column("pre_score", np.float64) if cascade.pre_gate is not None else None
+    post = column("post_score", np.float64) if cascade.post_gate is not None else None
+    return cascade.result(
+        items,
+        column("ran", bool),
+        column("answered", bool),
+        column("prediction", np.int64),
+        column("n_tokens", np.int64),
+        pre,
+        post,
+    )
 
 
 def _evaluation_items(spec: str | None, sidecar: Mapping[str, Any]) -> tuple[ChoiceItems, str, int | None]:
