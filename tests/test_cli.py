@@ -317,3 +317,25 @@ def test_apply_on_ray_decides_as_in_process(policy, files, items, tmp_path) -> N
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0
     assert "--ray-workers" in bad.stderr
+
+
+def test_apply_with_a_live_model(policy, files, items, tmp_path) -> None:
+    """`apply --model FOLDER` scores live with that model (a tiny HF model here) and decides as in-process."""
+    from tiny_hf import tiny_setup
+
+    model, tokenizer = tiny_setup(items)
+    folder = tmp_path / "tiny"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    out = tmp_path / "live.jsonl"
+    cli("apply", "--policy", str(policy), "--items", str(files["jsonl"]), "--out", str(out), "--model", str(folder))
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    rec = ck.datasets.load_recording(RECORDING)
+    cascade = ck.load(policy, models={rec.model: ck.RecordedModel(rec)})
+    cascade.model = ck.HFChoiceModel.from_pretrained(folder)
+    _same_decisions(rows, cascade.run(items), from_csv=False)
+    bad = cli("apply", "--policy", str(policy), "--items", str(files["jsonl"]), "--out", str(out),
+              "--model", str(tmp_path / "nowhere"), check=False)  # fmt: skip
+    assert bad.returncode == 2
+    assert "--model" in bad.stderr
+    assert "Traceback" not in bad.stderr

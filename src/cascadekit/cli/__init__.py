@@ -149,6 +149,12 @@ def _parser() -> argparse.ArgumentParser:
     app.add_argument("--recording", default=None, metavar="NAME_OR_NPZ", help=f"{rec_help} (default: from cli.json)")
     app.add_argument("--out", required=True, metavar="DECISIONS", help="decisions file to write, .csv or .jsonl")
     app.add_argument(
+        "--model",
+        default=None,
+        metavar="PATH_OR_ID",
+        help="score live with this model (hub id, folder or .gguf) instead of the recording",
+    )
+    app.add_argument(
         "--ray",
         action="store_true",
         help='decide on Ray Data (a local Ray, or the cluster of RAY_ADDRESS): pip install "cascadekit[ray]"',

@@ -30,6 +30,7 @@ from cascadekit.cli._policies import (
     _read_manifest,
     _read_sidecar,
     _recording_spec,
+    _with_live_model,
 )
 
 # --------------------------------------------------------------------------- commands
@@ -140,9 +141,13 @@ def _cmd_apply(args: argparse.Namespace) -> int:
         raise UsageError(msg)
     items = read_items(args.items)
     cascade, _, spec, rec = _load_cascade(Path(args.policy), args.recording)
-    _check_recorded(items, rec, spec)
+    if args.model is None:
+        _check_recorded(items, rec, spec)
+    elif not args.ray:  # on Ray each scoring worker builds the live model itself
+        cascade = _with_live_model(cascade, args.model)
+    scorer = args.model or spec
     on_ray = args.ray
-    result = _run_on_ray(cascade, Path(args.policy), spec, items, args.ray_workers) if on_ray else cascade.run(items)
+    result = _run_on_ray(cascade, Path(args.policy), scorer, items, args.ray_workers) if on_ray else cascade.run(items)
     rows = decision_rows(result)
     _write_decisions(rows, out)
     counts = _counts(result)

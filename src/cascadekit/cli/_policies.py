@@ -109,6 +109,19 @@ def _load_cascade(folder: Path, recording: str | None) -> tuple[Cascade, dict[st
     return cascade, sidecar, spec, rec
 
 
+def _with_live_model(cascade: Cascade, model: str) -> Cascade:
+    """The cascade scoring with a live model (hub id, folder or ``.gguf``) in place of its recording."""
+    from cascadekit.models.hf import HFChoiceModel  # noqa: PLC0415
+
+    try:
+        live = HFChoiceModel.from_pretrained(model)
+    except (OSError, ValueError) as err:
+        msg = f"--model: cannot load {model!r} ({type(err).__name__}: {err})."
+        raise UsageError(msg) from None
+    cascade.model = live
+    return cascade
+
+
 def _partition(n: int, holdout: float, gate_share: float | None, seed: int) -> tuple[list[int], list[int], list[int]]:
     """Seeded split of ``n`` items: (held out, pre-gate training, calibration) positions, each sorted."""
     import numpy as np  # noqa: PLC0415
