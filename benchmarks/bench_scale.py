@@ -117,11 +117,17 @@ def _live(args: argparse.Namespace, rd: Any, folder: Path) -> dict[str, Any]:
     from tiny_hf import tiny_setup  # noqa: PLC0415  (a test helper, importable once tests/ is on the path)
 
     items = ck.datasets.load_shipped_items().take(range(0, 4816, 4816 // args.live_items)[: args.live_items])
-    model, tokenizer = tiny_setup(items)
-    model_dir = folder / "tiny-qwen2"
-    model.save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
-    kwargs = {"dtype": "float32", "batch_size": 16, "weight_layout": "row"}
+    if args.live_model is not None:  # a real model: e.g. the SmolLM2-135M GGUF of get-models.sh
+        model_dir = args.live_model
+        kwargs: dict[str, Any] = {"batch_size": 16}
+        label = f"{args.live_model.name} (default dtype)"
+    else:
+        model, tokenizer = tiny_setup(items)
+        model_dir = folder / "tiny-qwen2"
+        model.save_pretrained(model_dir)
+        tokenizer.save_pretrained(model_dir)
+        kwargs = {"dtype": "float32", "batch_size": 16, "weight_layout": "row"}
+        label = "tiny Qwen2 (2 layers, hidden 32), float32"
 
     def in_process() -> torch.Tensor:
         return ck.HFChoiceModel.from_pretrained(model_dir, **kwargs).score(items).log_probs
@@ -129,7 +135,7 @@ def _live(args: argparse.Namespace, rd: Any, folder: Path) -> dict[str, Any]:
     seconds, reference = _best(in_process, args.repeats)
     out: dict[str, Any] = {
         "items": len(items),
-        "model": "tiny Qwen2 (2 layers, hidden 32), float32",
+        "model": label,
         "in_process": seconds,
     }
     frame = pd.DataFrame(
@@ -202,6 +208,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", type=int, default=1_000_000)
     p.add_argument("--live-items", type=int, default=200)
+    p.add_argument(
+        "--live-model",
+        type=Path,
+        default=None,
+        help="a real model (folder, hub id or .gguf) for the live run; default a tiny in-process Qwen2",
+    )
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--json", type=Path, default=HERE / "results" / "scale.json")
     p.add_argument("--docs", type=Path, default=None)
