@@ -9,7 +9,8 @@
    picking each row's answer (vectorised). Ray Data: ``map_batches(DecideBatch, tier=None)`` over
    the same columns, already in Ray's object store (16 blocks), with 1 and 2 actors; wall time
    from submitting to having every output block materialised, actor start-up included.
-2. Live scoring: a tiny randomly initialised Qwen2-architecture model (tests/tiny_hf.py: 2 layers,
+2. Live scoring: ``--live-model`` (e.g. the SmolLM2-135M GGUF of get-models.sh, as docs/scale-out.md
+   shows), or by default a tiny randomly initialised Qwen2-architecture model (tests/tiny_hf.py: 2 layers,
    hidden size 32, its own word-level tokenizer, float32) saved to a folder, scoring
    ``--live-items`` shipped items. In-process: ``HFChoiceModel.from_pretrained(folder)`` then
    ``score``. Ray Data: ``map_batches(ScoreBatch, model=folder)`` with 1 and 2 actors, each
