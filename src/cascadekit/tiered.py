@@ -213,7 +213,8 @@ class TierCascade:
 
     def _stats(
         self, outcomes: Outcomes, post: torch.Tensor, pre: torch.Tensor | None, entry: torch.Tensor | None
-    ) -> GridStats:
+    ) -> tuple[GridStats, float]:
+        """Grid totals on ``outcomes`` and the largest cost one item can have there (runs + max(S, E))."""
         owner = type(self).__name__
         sub, prices = _priced(f"{owner}.fit", outcomes, list(self.tiers))
         t = len(self.tiers)
@@ -224,7 +225,8 @@ class TierCascade:
         if pre is not None:
             pre = _scores(f"{owner}.fit", "pre", pre, (sub.n_items,))
             skip = _threshold_grid(self.skip_grid, owner, "skip_grid")[:-1]
-        return grid_stats(post, sub.correct, prices, s, e, grids, entry=entry, pre=pre, skip_below=skip)
+        bound = float(prices.sum(dim=1).max()) + max(s, e)
+        return grid_stats(post, sub.correct, prices, s, e, grids, entry=entry, pre=pre, skip_below=skip), bound
 
     def fit(
         self,
@@ -251,13 +253,11 @@ class TierCascade:
             Independent data giving the order of fixed-sequence testing.
         """
         owner = type(self).__name__
-        stats = self._stats(outcomes, post, pre, entry)
+        stats, bound = self._stats(outcomes, post, pre, entry)
         ref = None
         if reference is not None:
             ref_o, ref_post, ref_pre = reference
-            ref = self._stats(ref_o, ref_post, ref_pre if pre is not None else None, None)
-        prices = _priced(owner, outcomes, list(self.tiers))[1]
-        bound = float(prices.sum(dim=1).max()) + max(float(self.c_skip), float(self.c_error))
+            ref = self._stats(ref_o, ref_post, ref_pre if pre is not None else None, None)[0]
         choice = _choose(self, stats, ref, bound, f"{owner}.fit")
         if choice.index < 0:
             self.skip_below_ = _INF
