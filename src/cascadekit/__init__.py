@@ -22,6 +22,7 @@ if TYPE_CHECKING:
         RiskControlCalibrator,
         SequentialProfiler,
         ThresholdCalibrator,
+        TierGridCalibrator,
         TwoStageCalibrator,
         make_calibrator,
     )
@@ -48,7 +49,18 @@ if TYPE_CHECKING:
     from cascadekit.models import CachedModel, HFChoiceModel, RecordedModel
     from cascadekit.multicost import TierBreakdown, TierCost
     from cascadekit.outcomes import Outcomes
-    from cascadekit.protocols import Calibrator, CostModel, Embedder, Gate, JointCalibrator, Model, ModelOutput, Router
+    from cascadekit.protocols import (
+        Calibrator,
+        CostModel,
+        Embedder,
+        Gate,
+        JointCalibrator,
+        Model,
+        ModelOutput,
+        Router,
+        TierCalibrator,
+        TierCostModel,
+    )
     from cascadekit.routers import ClassifierRouter, GroupPriorRouter, KNNRouter, MatrixFactorizationRouter
     from cascadekit.tiered import AgreementScorer, RouterPolicy, TierCascade
     from cascadekit.tiers import SKIP
@@ -100,6 +112,9 @@ _ATTRIBUTES = {
     "Outcomes": "cascadekit.outcomes",
     "TierBreakdown": "cascadekit.multicost",
     "TierCost": "cascadekit.multicost",
+    "TierCalibrator": "cascadekit.protocols",
+    "TierCostModel": "cascadekit.protocols",
+    "TierGridCalibrator": "cascadekit.calibrators",
     "Baselines": "cascadekit.evaluation",
     "BayesCalibrator": "cascadekit.calibrators",
     "BudgetCalibrator": "cascadekit.calibrators",
@@ -206,7 +221,10 @@ __all__ = [
     "ThresholdCalibrator",
     "TierBreakdown",
     "TierCascade",
+    "TierCalibrator",
     "TierCost",
+    "TierCostModel",
+    "TierGridCalibrator",
     "TwoStageCalibrator",
     "__version__",
     "baselines",

@@ -1,14 +1,27 @@
-"""Cascade: pre-inference gate -> model -> post-inference gate, each decision calibrated, all priced."""
+"""Cascade: pre-inference gate -> model(s) -> post-inference gate, each decision calibrated, all priced.
+
+One model is the one-tier case of a cascade over models cheap to expensive: after each tier a
+post-inference gate decides whether its answer is used or the item escalates to the next tier.
+"""
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 
+from cascadekit._cascade_result import DECISIONS, CascadeResult
+from cascadekit._cascade_tiers import (
+    make_tier_calibrator,
+    stack_log_probs,
+    tier_explanation,
+    tier_models,
+    tier_post_gates,
+    tier_prices,
+    tier_result,
+)
 from cascadekit._fitting import check_fitted
 from cascadekit._stages import (
     JointStage,
@@ -20,90 +33,56 @@ from cascadekit._stages import (
 )
 from cascadekit._validation import check_log_probs, check_scores
 from cascadekit.calibrators import make_calibrator
-from cascadekit.cost import CostBreakdown
 from cascadekit.exceptions import CascadeInputError
 from cascadekit.explanation import Explanation, explain
 from cascadekit.gates._learned import require_fitted
 from cascadekit.items import ChoiceItems
-from cascadekit.protocols import Calibrator, CostModel, Gate, JointCalibrator, Model, Stage
+from cascadekit.protocols import (
+    Calibrator,
+    CostModel,
+    Gate,
+    JointCalibrator,
+    Model,
+    Stage,
+    TierCalibrator,
+    TierCostModel,
+)
 
 __all__ = ["DECISIONS", "Cascade", "CascadeResult", "fit_stage_calibrators", "split_calibration"]
 
-#: Per-item outcome codes of :attr:`CascadeResult.decision`.
-DECISIONS = ("skip", "abstain", "answer")
 
 #: One stage's calibrator: an instance, a name, a name with keyword arguments ``(name, {...})``, or a
 #: factory called as ``factory(stage=..., cost=...)`` (e.g. ``functools.partial(ConformalCalibrator, alpha=0.2)``).
 StageSpec = Calibrator | str | tuple[str, Mapping[str, Any]] | Callable[..., Calibrator]
-CalibratorSpec = StageSpec | Mapping[str, StageSpec] | JointCalibrator
-
-
-@dataclass(frozen=True)
-class CascadeResult:
-    """What a fitted :class:`Cascade` did with n items (k options each).
-
-    Attributes
-    ----------
-    ids : tuple of str, length n
-    ran, answered : torch.Tensor of bool, shape (n,)
-        Whether the model ran; whether its answer was used (implies ``ran``).
-    prediction : torch.Tensor of int64, shape (n,)
-        The model's top option where it ran, -1 where it was skipped.
-    log_probs : torch.Tensor, shape (n, k)
-        The model's option log-probs, NaN rows where it was skipped.
-    pre_scores, post_scores : torch.Tensor, shape (n,), or None
-        Gate scores (None without that gate; ``post_scores`` is NaN where the model did not run).
-    correct : torch.Tensor of bool, shape (n,), or None
-        ``prediction`` is right (False where skipped); None for unlabelled items.
-    item_costs : torch.Tensor, shape (n,)
-        Cost of each item, gate costs included. For unlabelled items wrong answers cannot be
-        priced, so it holds inference, skip and gate costs only.
-    breakdown : CostBreakdown or None
-        Totals (None for unlabelled items).
-    """
-
-    ids: tuple[str, ...]
-    ran: torch.Tensor
-    answered: torch.Tensor
-    prediction: torch.Tensor
-    log_probs: torch.Tensor
-    pre_scores: torch.Tensor | None
-    post_scores: torch.Tensor | None
-    correct: torch.Tensor | None
-    item_costs: torch.Tensor
-    breakdown: CostBreakdown | None
-
-    @property
-    def decision(self) -> torch.Tensor:
-        """Outcome code per item (n,), int64: 0 skip, 1 abstain, 2 answer (see :data:`DECISIONS`)."""
-        return self.ran.to(torch.int64) + self.answered.to(torch.int64)
-
-    @property
-    def answer(self) -> torch.Tensor:
-        """The answer given per item (n,): ``prediction`` where answered, else -1."""
-        return torch.where(self.answered, self.prediction, torch.full_like(self.prediction, -1))
-
-    @property
-    def total_cost(self) -> float:
-        """Sum of ``item_costs``."""
-        return float(self.item_costs.to(torch.float64).sum())
+CalibratorSpec = StageSpec | Mapping[str, StageSpec] | JointCalibrator | TierCalibrator
 
 
 class Cascade:
     """Decide per item whether to run the model (pre-gate) and whether to use its answer (post-gate).
 
+    With several models (tiers, cheap to expensive), an item that passes the pre-gate runs on the
+    first tier; after each tier the post-gate decides whether that tier's answer is used or the
+    item goes on to the next tier, and after the last tier whether its answer is used or the
+    cascade abstains. One model is the one-tier case: the same code runs both.
+
     Parameters
     ----------
-    model : Model
-        The model that answers (e.g. :class:`~cascadekit.HFChoiceModel`, :class:`~cascadekit.RecordedModel`).
-    cost : CostModel
-        Prices of runs, skips / abstentions and wrong answers (e.g. :class:`~cascadekit.LinearCost`).
+    model : Model or sequence of Model
+        The model that answers (e.g. :class:`~cascadekit.HFChoiceModel`, :class:`~cascadekit.RecordedModel`),
+        or T models, cheap to expensive.
+    cost : CostModel or TierCostModel
+        Prices of runs, skips / abstentions and wrong answers (e.g. :class:`~cascadekit.LinearCost`);
+        with several models, one that prices each of them (a
+        :class:`~cascadekit.protocols.TierCostModel` such as :class:`~cascadekit.TierCost`): the
+        cascade pays for every model it ran.
     pre_gate : Gate, optional
         A ``stage="pre"`` gate scoring items before the model runs; without it, every item runs.
         A learnable gate must be fitted beforehand on items disjoint from the calibration items,
         so that calibration sees honest scores.
-    post_gate : Gate, optional
+    post_gate : Gate, sequence of Gate, optional
         A ``stage="post"`` gate scoring the model's output; without it, every answer is used.
+        With several models, one gate for every tier or one per tier (the last may be None:
+        its answers are then always used).
     calibrator : Calibrator, str, (str, dict), factory, mapping or JointCalibrator, default "threshold"
         How each gate's score becomes a decision:
 
@@ -119,8 +98,15 @@ class Cascade:
           :class:`~cascadekit.protocols.JointCalibrator` such as
           :class:`~cascadekit.calibrators.TwoStageCalibrator` choosing both thresholds jointly.
 
+        - with several models or a many-model cost: a :class:`~cascadekit.protocols.TierCalibrator`
+          such as :class:`~cascadekit.calibrators.TierGridCalibrator` (the skip level and every
+          tier's threshold chosen jointly, by least cost or a Learn-then-Test guarantee), or the
+          names ``"threshold"`` / ``"grid"`` (least cost) or ``("grid", {...})``. A tier
+          calibrator works with one model too.
+
         Calibrators receive per-item context (subjects as ``groups``, token counts, the pre
-        score) through their ``context`` attribute (:data:`~cascadekit.protocols.CONTEXT_KEYS`).
+        score) through their ``context`` attribute (:data:`~cascadekit.protocols.CONTEXT_KEYS`);
+        tier calibrators may ask for ``groups`` and ``n_tokens`` ((n, T)) the same way.
     split : float in (0, 1) or None, default 0.5
         With both gates and a calibrator per stage: the share of calibration items (a seeded random
         subset) that fits the pre-gate calibrator; the post-gate calibrator is fitted on the other
@@ -136,7 +122,9 @@ class Cascade:
     Attributes
     ----------
     pre_calibrator_, post_calibrator_ : Calibrator or None
-        The fitted calibrators (None where there is no gate).
+        The fitted calibrators (None where there is no gate, and with a tier calibrator).
+    tier_calibrator_ : TierCalibrator
+        The fitted tier calibrator (with several models or a tier calibrator only).
     n_calibration_ : int
     n_pre_calibration_, n_post_calibration_ : int
         Items each stage's calibrator was fitted on (the post one: after the pre-gate).
@@ -151,14 +139,23 @@ class Cascade:
     >>> result = cascade.run(items.take(range(1, 4000, 2)))
     >>> result.breakdown.n_items
     2000
+
+    Two tiers, SmolLM2-135M then Qwen2.5-1.5B, each priced by its measured seconds per item:
+
+    >>> small = ck.RecordedModel(ck.datasets.load_recording("smollm2-135m"))
+    >>> tiers = ck.Cascade([small, model], ck.TierCost(c_call=(0.2, 1.0), c_skip=3, c_error=6),
+    ...                    post_gate=ck.MaxProbGate())
+    >>> result = tiers.fit(items.take(range(0, 4000, 2))).run(items.take(range(1, 4000, 2)))
+    >>> result.tiers_ran.shape, result.breakdown.calls[0]
+    (torch.Size([2000, 2]), 2000)
     """
 
     def __init__(
         self,
-        model: Model,
+        model: Model | Sequence[Model],
         cost: CostModel,
         pre_gate: Gate | None = None,
-        post_gate: Gate | None = None,
+        post_gate: Gate | Sequence[Gate | None] | None = None,
         calibrator: CalibratorSpec = "threshold",
         split: float | None = 0.5,
         split_seed: int = 0,
@@ -173,8 +170,19 @@ class Cascade:
 
     # ------------------------------------------------------------------ helpers
 
+    def _tiers(self) -> tuple[tuple[Model, ...], tuple[Gate | None, ...]]:
+        """The models, cheap to expensive, and one post gate (or None) per model."""
+        models = tier_models("Cascade", self.model)
+        return models, tier_post_gates("Cascade", self.post_gate, len(models))
+
+    def _uses_tiers(self) -> bool:
+        """Whether a tier calibrator decides: several models, a many-model cost, or a TierCalibrator given."""
+        models = tier_models("Cascade", self.model)
+        return len(models) > 1 or isinstance(self.cost, TierCostModel) or isinstance(self.calibrator, TierCalibrator)
+
     def _validate(self) -> None:
-        for stage, gate in (("pre", self.pre_gate), ("post", self.post_gate)):
+        models, post_gates = self._tiers()
+        for stage, gate in (("pre", self.pre_gate), ("post", post_gates[0] if len(models) == 1 else None)):
             if gate is None:
                 continue
             if not isinstance(gate, Gate):
@@ -192,9 +200,9 @@ class Cascade:
         if isinstance(self.split_seed, bool) or not isinstance(self.split_seed, int):
             msg = f"Cascade: `split_seed` must be an int, got {self.split_seed!r}."
             raise CascadeInputError(msg)
-        if not isinstance(self.model, Model):
-            msg = f"Cascade: `model` must satisfy the Model protocol (name, score), got {self.model!r}."
-            raise CascadeInputError(msg)
+        for gate in post_gates:
+            if gate is not None:
+                require_fitted(gate)
 
     def _make(self, stage: Stage) -> Calibrator:
         spec: Any = self.calibrator
@@ -240,8 +248,10 @@ class Cascade:
             return spec
         return None
 
-    def _gate_scores(self, stage: Stage, items: ChoiceItems, log_probs: torch.Tensor | None) -> torch.Tensor:
-        gate = self.pre_gate if stage == "pre" else self.post_gate
+    def _gate_scores(
+        self, stage: Stage, items: ChoiceItems, log_probs: torch.Tensor | None, tier: int = 0
+    ) -> torch.Tensor:
+        gate = self.pre_gate if stage == "pre" else self._tiers()[1][tier]
         assert gate is not None
         scores = gate.score(items, log_probs)
         check_scores(f"Cascade ({stage}_gate {gate!r})", scores)
@@ -253,7 +263,10 @@ class Cascade:
     # ------------------------------------------------------------------ API
 
     def fit(
-        self, items: ChoiceItems, log_probs: torch.Tensor | None = None, n_tokens: torch.Tensor | None = None
+        self,
+        items: ChoiceItems,
+        log_probs: torch.Tensor | Sequence[torch.Tensor] | None = None,
+        n_tokens: torch.Tensor | None = None,
     ) -> Cascade:
         """Fit each stage's calibrator on labelled calibration ``items``.
 
@@ -261,10 +274,11 @@ class Cascade:
         ----------
         items : ChoiceItems
             n labelled calibration items.
-        log_probs : torch.Tensor, shape (n, k), optional
+        log_probs : torch.Tensor, shape (n, k), or sequence of T such tensors, optional
             The model's option log-probs on ``items`` if already known (a recording, logs of a
-            deployed model); otherwise the model scores them.
-        n_tokens : torch.Tensor of int, shape (n,), optional
+            deployed model) -- with several models, one tensor per model; otherwise every model
+            scores every calibration item.
+        n_tokens : torch.Tensor of int, shape (n,) or (n, T), optional
             Tokens per item with ``log_probs`` (the model's own counts are used when it scores);
             needed by token-priced costs.
 
@@ -274,24 +288,22 @@ class Cascade:
         stage, see ``split``: by default the pre calibrator is fitted on a seeded half and the
         post calibrator on the other half's items that the fitted pre-gate lets through (on all
         of that half if it lets none through). A :class:`~cascadekit.protocols.JointCalibrator`
-        is fitted on both gates' scores of every item.
+        is fitted on both gates' scores of every item. A
+        :class:`~cascadekit.protocols.TierCalibrator` is fitted on every tier's post-gate score,
+        correctness and price on every item (and the pre-gate score when there is one).
         """
         self._validate()
         labels = items.require_answers("Cascade.fit")
         if len(items) == 0:
             msg = "Cascade.fit: got 0 calibration items."
             raise CascadeInputError(msg)
+        if self._uses_tiers():
+            return self._fit_tiers(items, labels, log_probs, n_tokens)
         if log_probs is None:
-            out = self.model.score(items)
+            out = self._tiers()[0][0].score(items)
             log_probs, n_tokens = out.log_probs, out.n_tokens
         else:
-            check_log_probs("Cascade.fit", log_probs, len(items))
-            if log_probs.shape[1] != items.n_choices:
-                msg = (
-                    f"Cascade.fit: `log_probs` has {log_probs.shape[1]} columns but items have "
-                    f"{items.n_choices} choices."
-                )
-                raise CascadeInputError(msg)
+            log_probs = self._check_log_probs(items, stack_log_probs("Cascade.fit", log_probs, 1)[0], 0)
             if n_tokens is not None and (not isinstance(n_tokens, torch.Tensor) or n_tokens.shape != (len(items),)):
                 msg = f"Cascade.fit: `n_tokens` must be a tensor of shape ({len(items)},), got {n_tokens!r}."
                 raise CascadeInputError(msg)
@@ -302,7 +314,7 @@ class Cascade:
         self.n_calibration_ = len(items)
         self.n_pre_calibration_ = self.n_post_calibration_ = 0
         pre = None if self.pre_gate is None else self._gate_scores("pre", items, None)
-        post = None if self.post_gate is None else self._gate_scores("post", items, log_probs)
+        post = None if self._tiers()[1][0] is None else self._gate_scores("post", items, log_probs)
         joint = self._joint()
         if joint is not None:
             if pre is None or post is None:
@@ -326,40 +338,138 @@ class Cascade:
             self.n_post_calibration_ = len(items)
         return self
 
+    def _check_log_probs(self, items: ChoiceItems, log_probs: torch.Tensor, tier: int) -> torch.Tensor:
+        name = "log_probs" if tier == 0 and not self._uses_tiers() else f"log_probs[{tier}]"
+        check_log_probs("Cascade.fit", log_probs, len(items))
+        if log_probs.shape[1] != items.n_choices:
+            msg = f"Cascade.fit: `{name}` has {log_probs.shape[1]} columns but items have {items.n_choices} choices."
+            raise CascadeInputError(msg)
+        return log_probs
+
+    def _tokens(self, items: ChoiceItems, n_tokens: torch.Tensor, n_tiers: int) -> torch.Tensor:
+        """Given token counts as (n, T) int64."""
+        n = len(items)
+        if not isinstance(n_tokens, torch.Tensor) or tuple(n_tokens.shape) not in ((n,), (n, n_tiers)):
+            msg = f"Cascade.fit: `n_tokens` must be a tensor of shape ({n},) or ({n}, {n_tiers}), got {n_tokens!r}."
+            raise CascadeInputError(msg)
+        tokens = n_tokens.to(torch.int64).cpu()
+        return tokens.unsqueeze(1).expand(n, n_tiers).clone() if tokens.dim() == 1 else tokens
+
+    def _fit_tiers(
+        self,
+        items: ChoiceItems,
+        labels: torch.Tensor,
+        log_probs: torch.Tensor | Sequence[torch.Tensor] | None,
+        n_tokens: torch.Tensor | None,
+    ) -> Cascade:
+        """Fit the tier calibrator: every tier scores every calibration item."""
+        models, gates = self._tiers()
+        t, n = len(models), len(items)
+        calibrator = make_tier_calibrator("Cascade", self.calibrator)
+        tokens = torch.zeros(n, t, dtype=torch.int64)
+        if log_probs is None:
+            given: list[torch.Tensor] = []
+            for k, model in enumerate(models):
+                out = model.score(items)
+                given.append(out.log_probs)
+                tokens[:, k] = out.n_tokens.to(torch.int64).cpu()
+        else:
+            stacked = stack_log_probs("Cascade.fit", log_probs, t)
+            given = [self._check_log_probs(items, lp, k) for k, lp in enumerate(stacked)]
+            if n_tokens is not None:
+                tokens = self._tokens(items, n_tokens, t)
+        correct = torch.stack([lp.argmax(dim=1).cpu() == labels.cpu() for lp in given], dim=1)
+        post = torch.full((n, t), float("inf"), dtype=torch.float64)
+        for k, gate in enumerate(gates):
+            if gate is not None:
+                post[:, k] = self._gate_scores("post", items, given[k], k).to(torch.float64).cpu()
+        prices, c_skip, c_error = tier_prices("Cascade.fit", self.cost, t, tokens)
+        prices = prices.cpu() + torch.tensor([0.0 if g is None else g.cost for g in gates], dtype=torch.float64)
+        pre = None
+        if self.pre_gate is not None:
+            pre = self._gate_scores("pre", items, None).to(torch.float64).cpu()
+            prices[:, 0] += self.pre_gate.cost  # paid by every item: runs and skips alike
+            c_skip += self.pre_gate.cost
+        context = context_for(calibrator, {"groups": items.subjects, "n_tokens": tokens})
+        self.tier_calibrator_ = calibrator.fit(
+            post, correct, prices, c_skip=c_skip, c_error=c_error, pre=pre, **context
+        )
+        self.pre_calibrator_ = self.post_calibrator_ = None
+        self.n_calibration_ = self.n_pre_calibration_ = self.n_post_calibration_ = n
+        return self
+
+    def _accept(
+        self, tier: int, gate: Gate | None, items: ChoiceItems, log_probs: torch.Tensor, context: dict[str, Any]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Whether tier ``tier``'s answer is used on ``items`` it ran on (n,), and the gate's scores."""
+        n = len(items)
+        tiered = hasattr(self, "tier_calibrator_")
+        if gate is None or (not tiered and self.post_calibrator_ is None):
+            return torch.ones(n, dtype=torch.bool), None
+        scores = self._gate_scores("post", items, log_probs, tier)
+        if tiered:
+            extra = context_for(self.tier_calibrator_, context)
+            return self.tier_calibrator_.decide_tier(tier, scores, **extra).cpu(), scores
+        assert self.post_calibrator_ is not None
+        return decide_with_context(self.post_calibrator_, scores, context).cpu(), scores
+
     def run(self, items: ChoiceItems) -> CascadeResult:
-        """Decide every item, run the model only where the pre-gate allows, and price the outcome."""
+        """Decide every item, run each model only on the items that reach it, and price the outcome.
+
+        Items the pre-gate lets through run on the first model; each model is called once, on the
+        items that reach its tier (none: not called).
+        """
         check_fitted(self, "n_calibration_", "fit(items)", "run")
-        n, k = len(items), items.n_choices
-        pre_scores = post_scores = None
-        ran = torch.ones(n, dtype=torch.bool)
-        if self.pre_gate is not None and self.pre_calibrator_ is not None:
+        models, gates = self._tiers()
+        t, n, k = len(models), len(items), items.n_choices
+        tiered = hasattr(self, "tier_calibrator_")
+        pre_scores = None
+        pending = torch.ones(n, dtype=torch.bool)
+        if self.pre_gate is not None and (tiered or self.pre_calibrator_ is not None):
             pre_scores = self._gate_scores("pre", items, None)
-            ran = decide_with_context(self.pre_calibrator_, pre_scores, {"groups": items.subjects}).cpu()
-        run_idx = ran.nonzero().flatten()
-        run_items = items.take(run_idx)
+            if tiered:
+                pending = self.tier_calibrator_.decide_pre(pre_scores).cpu()
+            else:
+                assert self.pre_calibrator_ is not None
+                pending = decide_with_context(self.pre_calibrator_, pre_scores, {"groups": items.subjects}).cpu()
+        ran = torch.zeros(n, t, dtype=torch.bool)
+        predictions = torch.full((n, t), -1, dtype=torch.int64)
+        tokens = torch.zeros(n, t, dtype=torch.int64)
+        post = torch.full((n, t), float("nan"))
         log_probs = torch.full((n, k), float("nan"))
-        prediction = torch.full((n,), -1, dtype=torch.int64)
-        n_tokens = torch.zeros(n, dtype=torch.int64)
-        run_log_probs = log_probs[:0]
-        if len(run_items):  # the model is never called when nothing runs
-            out = self.model.score(run_items)
-            run_log_probs = out.log_probs
+        answered_by = torch.full((n,), -1, dtype=torch.int64)
+        for tier, (model, gate) in enumerate(zip(models, gates, strict=True)):
+            idx = pending.nonzero().flatten()
+            if idx.numel() == 0:  # a model is never called when nothing reaches it
+                break
+            sub = items.take(idx)
+            out = model.score(sub)
+            ran[idx, tier] = True
+            predictions[idx, tier] = out.log_probs.argmax(dim=1).cpu()
+            tokens[idx, tier] = out.n_tokens.to(torch.int64).cpu()
             log_probs = log_probs.to(out.log_probs.dtype)
-            log_probs[run_idx] = out.log_probs.cpu()
-            prediction[run_idx] = out.log_probs.argmax(dim=1).cpu()
-            n_tokens[run_idx] = out.n_tokens.cpu()
-        answered = ran.clone()
-        if self.post_gate is not None and self.post_calibrator_ is not None:
-            post_scores = torch.full((n,), float("nan"))
-            if len(run_items):
-                s = self._gate_scores("post", run_items, run_log_probs)
-                post_scores = post_scores.to(s.dtype)
-                post_scores[run_idx] = s.cpu()
-                context = {"groups": run_items.subjects, "n_tokens": n_tokens[run_idx], "pre_scores": None}
-                if pre_scores is not None:
-                    context["pre_scores"] = pre_scores[run_idx.to(pre_scores.device)]
-                answered[run_idx] = decide_with_context(self.post_calibrator_, s, context).cpu()
-        return self.result(items, ran, answered, prediction, n_tokens, pre_scores, post_scores, log_probs)
+            log_probs[idx] = out.log_probs.detach().cpu()
+            context: dict[str, Any] = {"groups": sub.subjects, "n_tokens": out.n_tokens, "pre_scores": None}
+            if tiered:
+                context["n_tokens"] = tokens[idx]
+            if pre_scores is not None:
+                context["pre_scores"] = pre_scores[idx.to(pre_scores.device)]
+            accept, scores = self._accept(tier, gate, sub, out.log_probs, context)
+            if scores is not None:
+                post = post.to(scores.dtype)
+                post[idx, tier] = scores.detach().cpu()
+            answered_by[idx[accept]] = tier
+            pending[idx[accept]] = False
+            if tier == t - 1:
+                pending[idx] = False
+        if not tiered:
+            return self.result(
+                items, ran[:, 0], answered_by >= 0, predictions[:, 0], tokens[:, 0], pre_scores,
+                post[:, 0] if gates[0] is not None and self.post_calibrator_ is not None else None, log_probs,
+            )  # fmt: skip
+        return tier_result(
+            self.cost, self.pre_gate, gates, items, ran, answered_by, predictions, tokens, pre_scores, post, log_probs
+        )
 
     def result(
         self,
@@ -406,8 +516,9 @@ class Cascade:
         gate_costs = torch.zeros(n)
         if self.pre_gate is not None and self.pre_calibrator_ is not None:
             gate_costs += self.pre_gate.cost
-        if self.post_gate is not None and self.post_calibrator_ is not None:
-            gate_costs[ran] += self.post_gate.cost
+        post_gate = self._tiers()[1][0]
+        if post_gate is not None and self.post_calibrator_ is not None:
+            gate_costs[ran] += post_gate.cost
         if log_probs is None:
             log_probs = torch.full((n, items.n_choices), float("nan"))
         correct = None
@@ -429,6 +540,10 @@ class Cascade:
             correct=correct,
             item_costs=costs,
             breakdown=breakdown,
+            tiers_ran=ran.unsqueeze(1),
+            answered_by=torch.where(answered, 0, -1).to(torch.int64),
+            tier_predictions=prediction.unsqueeze(1),
+            tier_post_scores=None if post_scores is None else post_scores.unsqueeze(1),
         )
 
     def explain(self) -> Explanation:
@@ -444,6 +559,9 @@ class Cascade:
         'ThresholdCalibrator'
         """
         check_fitted(self, "n_calibration_", "fit(items)", "explain")
+        if hasattr(self, "tier_calibrator_"):
+            models, gates = self._tiers()
+            return tier_explanation(models, gates, self.cost, self.pre_gate, self.tier_calibrator_, self.n_calibration_)
         details: dict[str, Any] = {"model": getattr(self.model, "name", repr(self.model)), "cost": repr(self.cost)}
         if self.pre_gate is not None and self.pre_calibrator_ is not None:
             details["pre-gate"] = repr(self.pre_gate)

@@ -36,7 +36,8 @@ class TierBreakdown:
 
     ``calls[j]`` counts the items model j ran on and ``cost[j]`` what those runs cost (calls and
     tokens). ``n_skipped`` counts items no model ran on, ``n_abstained`` items where models ran but no
-    answer was used; ``n_skipped + n_abstained + n_answered == n_items``.
+    answer was used; ``n_skipped + n_abstained + n_answered == n_items``. ``gate_cost`` is what gates
+    charged (0 unless a :class:`~cascadekit.Cascade` with gates added it; ``total`` includes it).
     """
 
     n_items: int
@@ -50,6 +51,7 @@ class TierBreakdown:
     skip_cost: float
     error_cost: float
     total: float
+    gate_cost: float = 0.0
 
     @property
     def mean(self) -> float:
@@ -198,20 +200,7 @@ class TierCost:
             i = int(not_run.nonzero()[0, 0])
             msg = f"{owner}: {int(not_run.sum())} item(s) use the answer of a model that did not run, e.g. item {i}"
             raise CascadeInputError(msg + f" answered by model {int(answered_by[i])}.")
-        price = self._price_matrix(owner, n, ran.device)
-        if any(t > 0 for t in self.c_token or ()):
-            if n_tokens is None:
-                msg = f"{owner}: `c_token` > 0 needs `n_tokens` ((n,) or (n, m) tokens) to price the runs."
-                raise CascadeInputError(msg)
-            if n_tokens.shape not in ((n,), (n, m)) or n_tokens.dtype == torch.bool or n_tokens.dtype.is_complex:
-                msg = f"{owner}: `n_tokens` must be numbers of shape ({n},) or ({n}, {m}), got {describe(n_tokens)}."
-                raise CascadeInputError(msg)
-            tokens = n_tokens.to(device=ran.device, dtype=torch.float64)
-            if not torch.isfinite(tokens).all() or (tokens < 0).any():
-                msg = f"{owner}: `n_tokens` must be finite and >= 0."
-                raise CascadeInputError(msg)
-            per_token = torch.tensor(self.c_token, dtype=torch.float64, device=ran.device)
-            price = price + per_token * (tokens.unsqueeze(1) if tokens.dim() == 1 else tokens)
+        price = self._run_prices(owner, n, n_tokens, ran.device)
         unknown = ran & torch.isnan(price)
         if unknown.any():
             j = int(unknown.nonzero()[0, 1])
@@ -220,6 +209,47 @@ class TierCost:
         spent = torch.where(ran, price, torch.zeros((), dtype=torch.float64, device=ran.device))
         wrong = used & ~correct.to(ran.device).gather(1, pick).squeeze(1)
         return spent, used, wrong
+
+    def _run_prices(self, owner: str, n: int, n_tokens: torch.Tensor | None, device: torch.device) -> torch.Tensor:
+        m = self.n_models
+        price = self._price_matrix(owner, n, device)
+        if any(t > 0 for t in self.c_token or ()):
+            if n_tokens is None:
+                msg = f"{owner}: `c_token` > 0 needs `n_tokens` ((n,) or (n, m) tokens) to price the runs."
+                raise CascadeInputError(msg)
+            if n_tokens.shape not in ((n,), (n, m)) or n_tokens.dtype == torch.bool or n_tokens.dtype.is_complex:
+                msg = f"{owner}: `n_tokens` must be numbers of shape ({n},) or ({n}, {m}), got {describe(n_tokens)}."
+                raise CascadeInputError(msg)
+            tokens = n_tokens.to(device=device, dtype=torch.float64)
+            if not torch.isfinite(tokens).all() or (tokens < 0).any():
+                msg = f"{owner}: `n_tokens` must be finite and >= 0."
+                raise CascadeInputError(msg)
+            per_token = torch.tensor(self.c_token, dtype=torch.float64, device=device)
+            price = price + per_token * (tokens.unsqueeze(1) if tokens.dim() == 1 else tokens)
+        return price
+
+    def run_prices(self, n: int, n_tokens: torch.Tensor | None = None) -> torch.Tensor:
+        """What running each model on each of ``n`` items costs: calls plus tokens, float64 (n, m).
+
+        Parameters
+        ----------
+        n : int
+            Number of items (must match the per-item prices when ``c_call`` is a matrix).
+        n_tokens : torch.Tensor, shape (n,) or (n, m), optional
+            Tokens per item (or per item and model); needed when any ``c_token`` > 0.
+
+        Examples
+        --------
+        >>> TierCost(c_call=(1.0, 10.0), c_skip=30.0, c_error=60.0, c_token=(0.0, 0.5)).run_prices(
+        ...     2, torch.tensor([2, 4]))
+        tensor([[ 1., 11.],
+                [ 1., 12.]], dtype=torch.float64)
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            msg = f"{_OWNER}.run_prices: `n` must be an int >= 0, got {n!r}."
+            raise CascadeInputError(msg)
+        device = n_tokens.device if isinstance(n_tokens, torch.Tensor) else torch.device("cpu")
+        return self._run_prices(f"{_OWNER}.run_prices", n, n_tokens, device)
 
     def _price_matrix(self, owner: str, n: int, device: torch.device) -> torch.Tensor:
         if isinstance(self.c_call, tuple):

@@ -1,4 +1,4 @@
-"""The four interfaces cascadekit composes: Model, Gate, CostModel and Calibrator.
+"""The interfaces cascadekit composes: Model, Gate, CostModel and Calibrator, and their many-model kin.
 
 Any object with the right methods satisfies a protocol (structural typing); ``isinstance`` checks
 work at run time because every protocol is ``runtime_checkable``.
@@ -16,6 +16,7 @@ from cascadekit.items import ChoiceItems
 
 if TYPE_CHECKING:
     from cascadekit.cost import CostBreakdown
+    from cascadekit.multicost import TierBreakdown
 
 __all__ = [
     "CONTEXT_KEYS",
@@ -28,6 +29,8 @@ __all__ = [
     "ModelOutput",
     "Router",
     "Stage",
+    "TierCalibrator",
+    "TierCostModel",
 ]
 
 #: The two decision points: ``"pre"`` decides run / skip before the model runs, ``"post"``
@@ -169,6 +172,82 @@ class JointCalibrator(Protocol):
 
     def decide_post(self, scores: torch.Tensor) -> torch.Tensor:
         """Bool decisions (m,) from post-gate scores: True = answer."""
+
+
+@runtime_checkable
+class TierCalibrator(Protocol):
+    """Decides a cascade over T tiers (models cheap to expensive) at once: skip, then accept or escalate.
+
+    ``fit(post, correct, prices, *, c_skip, c_error, pre=None)`` takes each tier's post-inference
+    scores ``(n, T)``, each tier's correctness ``(n, T)`` and what running each tier costs on each
+    item ``(n, T)`` (every tier scored every calibration item), the prices S and E, and optionally
+    a pre-inference score ``(n,)``; it returns ``self``. ``decide_pre(pre)`` says which items run
+    (True) or are skipped; ``decide_tier(t, scores)`` says, for the items tier ``t`` ran on, whether
+    its answer is used (True) or the item goes on to tier ``t + 1`` -- after the last tier, whether
+    the cascade abstains (False). Pass one as ``Cascade(calibrator=...)`` with any number of models
+    (one included), e.g. :class:`~cascadekit.calibrators.TierGridCalibrator`.
+    """
+
+    def fit(
+        self,
+        post: torch.Tensor,
+        correct: torch.Tensor,
+        prices: torch.Tensor,
+        *,
+        c_skip: float,
+        c_error: float,
+        pre: torch.Tensor | None = None,
+    ) -> TierCalibrator:
+        """Learn every decision of the cascade; return ``self``."""
+
+    def decide_pre(self, pre: torch.Tensor) -> torch.Tensor:
+        """Bool decisions (n,) from pre-inference scores: True = run."""
+
+    def decide_tier(self, tier: int, scores: torch.Tensor) -> torch.Tensor:
+        """Bool decisions (n,) from tier ``tier``'s post-inference scores: True = use its answer."""
+
+
+@runtime_checkable
+class TierCostModel(Protocol):
+    """Prices the outcome of a cascade over T models, each run paid for.
+
+    ``n_models`` is T; ``c_skip`` (S) and ``c_error`` (E) price an item with no answer and a wrong
+    used answer. ``run_prices(n, n_tokens)`` returns the ``(n, T)`` float64 price of running each
+    model on each of n items (``n_tokens``: optional ``(n, T)`` token counts).
+    ``item_costs(ran, answered_by, correct, n_tokens)`` takes ``ran`` ``(n, T)`` bool,
+    ``answered_by`` ``(n,)`` int64 (the tier whose answer is used, -1 for none), ``correct``
+    ``(n, T)`` bool and returns the ``(n,)`` cost; ``breakdown`` sums the same into a
+    :class:`~cascadekit.multicost.TierBreakdown`. :class:`~cascadekit.multicost.TierCost` is one; a
+    :class:`Cascade` over several models needs one (with one model, a :class:`CostModel` will do).
+    """
+
+    c_skip: float
+    c_error: float
+
+    @property
+    def n_models(self) -> int:
+        """Number of models T."""
+
+    def run_prices(self, n: int, n_tokens: torch.Tensor | None = None) -> torch.Tensor:
+        """Price of running each model on each item, float64 (n, T)."""
+
+    def item_costs(
+        self,
+        ran: torch.Tensor,
+        answered_by: torch.Tensor,
+        correct: torch.Tensor,
+        n_tokens: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Cost of every item, shape (n,)."""
+
+    def breakdown(
+        self,
+        ran: torch.Tensor,
+        answered_by: torch.Tensor,
+        correct: torch.Tensor,
+        n_tokens: torch.Tensor | None = None,
+    ) -> TierBreakdown:
+        """Totals over the batch."""
 
 
 @runtime_checkable

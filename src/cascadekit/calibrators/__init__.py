@@ -18,6 +18,7 @@ from cascadekit.calibrators.mondrian import MondrianCalibrator
 from cascadekit.calibrators.risk_control import RiskControlCalibrator, answered_wrong_loss
 from cascadekit.calibrators.sequential import SequentialProfiler
 from cascadekit.calibrators.threshold import ConstantCalibrator, ThresholdCalibrator, min_cost_threshold
+from cascadekit.calibrators.tiers import TierGridCalibrator
 from cascadekit.exceptions import CascadeInputError
 from cascadekit.protocols import Calibrator, CostModel, Stage
 
@@ -33,6 +34,7 @@ __all__ = [
     "RiskControlCalibrator",
     "SequentialProfiler",
     "ThresholdCalibrator",
+    "TierGridCalibrator",
     "TwoStageCalibrator",
     "answered_wrong_loss",
     "binomial_pvalues",
