@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -296,3 +298,15 @@ def test_guaranteed_accuracy_holds_over_1000_draws() -> None:
     """Accepted false-alarm rate: delta + 3 sigma = 0.1 + 3 sqrt(0.1 * 0.9 / 1000) = 0.128 over 1,000 draws."""
     rate, _, _ = _accuracy_validity(1000)
     assert rate <= DELTA + 3 * (DELTA * (1 - DELTA) / 1000) ** 0.5
+
+
+def test_the_docs_block_runs_as_written(capsys: pytest.CaptureFixture[str]) -> None:
+    doc = Path(__file__).resolve().parents[1] / "docs" / "routing.md"
+    block = re.search(r"## Live models.*?```python\n(.*?)```", doc.read_text(encoding="utf-8"), re.S)
+    assert block is not None
+    namespace: dict[str, object] = {}
+    exec(compile(block.group(1), str(doc), "exec"), namespace)
+    result = namespace["result"]
+    assert isinstance(result, ck.CascadeResult)
+    assert result.breakdown is not None
+    assert "TierBreakdown(" in capsys.readouterr().out
