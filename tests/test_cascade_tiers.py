@@ -236,8 +236,8 @@ def test_tied_and_saturated_scores_and_a_cascade_that_answers_nothing() -> None:
     cal = TierGridCalibrator().fit(
         post, correct, prices, c_skip=1.0, c_error=100.0, pre=torch.ones(n, dtype=torch.float64)
     )
-    ran = cal.decide_pre(torch.ones(n, dtype=torch.float64))
-    assert not ran.any()  # every item skipped: 1 per item beats any run followed by likely errors
+    entry = cal.decide_pre(torch.ones(n, dtype=torch.float64))
+    assert (entry == -1).all()  # every item skipped: 1 per item beats any run followed by likely errors
     # the fitted policy's calibration cost is the least over the grid
     assert float(cal.stats_.mean_cost.flatten()[cal.choice_.index]) == pytest.approx(float(cal.stats_.mean_cost.min()))
 
@@ -310,3 +310,65 @@ def test_the_docs_block_runs_as_written(capsys: pytest.CaptureFixture[str]) -> N
     assert isinstance(result, ck.CascadeResult)
     assert result.breakdown is not None
     assert "TierBreakdown(" in capsys.readouterr().out
+
+
+def _router(train: ck.ChoiceItems) -> ck.GroupPriorRouter:
+    _, small, large = _data()
+    right = torch.stack([m.score(train).log_probs.argmax(dim=1) == train.answers for m in (small, large)], dim=1)
+    return ck.GroupPriorRouter().fit(right, {"groups": list(train.subjects)})
+
+
+def test_a_router_chooses_the_entry_tier_and_the_calibration_totals_are_what_the_cascade_does() -> None:
+    cal_items, test_items, train = _split()
+    _, small, large = _data()
+    gate = ck.RouterGate(_router(train))
+    cost = ck.TierCost(PRICES, 6.0, 8.0)
+    cascade = ck.Cascade([small, large], cost, pre_gate=gate, post_gate=ck.MaxProbGate()).fit(cal_items)
+    cal = cascade.tier_calibrator_
+    assert cal.trade_off_ in cal._trade_offs().tolist()
+    # the cascade run on its own calibration items costs exactly what the calibrator's grid said
+    on_cal = cascade.run(cal_items)
+    assert on_cal.breakdown.total == pytest.approx(float(cal.stats_.cost.flatten()[cal.choice_.index]))
+    result = cascade.run(test_items)
+    entry = cal.decide_pre(result.pre_scores)
+    assert set(entry.tolist()) == {-1, 0, 1}  # some skipped, some start small, some go straight to Qwen
+    post = torch.stack([ck.MaxProbGate().score(test_items, m.score(test_items).log_probs) for m in (small, large)], 1)
+    ran, by = tier_decisions(post.double(), cal.thresholds_, entry=entry)
+    assert torch.equal(result.tiers_ran, ran)
+    assert torch.equal(result.answered_by, by)
+    # here routing pays: cheaper than the same cascade without the router, on unseen items
+    plain = ck.Cascade([small, large], cost, post_gate=ck.MaxProbGate()).fit(cal_items).run(test_items)
+    assert result.breakdown.total < plain.breakdown.total
+
+
+def test_calibration_totals_match_the_run_with_a_priced_pre_gate() -> None:
+    cal_items, _, train = _split()
+    _, small, large = _data()
+    right = large.score(train).log_probs.argmax(dim=1) == train.answers
+    pre = ck.SubjectPriorGate(cost=0.05).fit(train, right)
+    post = ck.MaxProbGate()
+    post.cost = 0.01  # type: ignore[misc]
+    cascade = ck.Cascade([small, large], ck.TierCost(PRICES, 3.0, 6.0), pre_gate=pre, post_gate=post).fit(cal_items)
+    cal = cascade.tier_calibrator_
+    on_cal = cascade.run(cal_items)
+    # every item pays the pre-gate under every policy: the calibrator ranks policies without it
+    fixed = len(cal_items) * pre.cost
+    assert on_cal.breakdown.total == pytest.approx(float(cal.stats_.cost.flatten()[cal.choice_.index]) + fixed)
+
+
+def test_router_gate_errors() -> None:
+    _, _, train = _split()
+    knn = ck.KNNRouter(k=3).fit(torch.tensor([[1, 0], [0, 1], [1, 1]]), {"embedding": torch.eye(3)})
+    with pytest.raises(ck.CascadeInputError, match="pass `embedder`"):
+        ck.RouterGate(knn).score(train)
+    with pytest.raises(ck.CascadeInputError, match="Router protocol"):
+        ck.RouterGate("group prior").score(train)  # type: ignore[arg-type]
+    cal_items, _, _ = _split()
+    _, small, large = _data()
+    right = torch.ones(len(train), 3, dtype=torch.bool)
+    three = ck.GroupPriorRouter().fit(right, {"groups": list(train.subjects)})  # three models, two tiers
+    cascade = ck.Cascade(
+        [small, large], ck.TierCost(PRICES, 3.0, 6.0), pre_gate=ck.RouterGate(three), post_gate=ck.MaxProbGate()
+    )
+    with pytest.raises(ck.CascadeInputError, match=r"per-tier scores must be floating of shape \(1500, 2\)"):
+        cascade.fit(cal_items)

@@ -69,3 +69,11 @@ def test_contract_suite_catches_broken_calibrators() -> None:
         check_calibrator(NoFitCheck())
     with pytest.raises(AssertionError, match="order of calibration items"):
         check_calibrator(OrderDependent(COST))
+
+
+def test_router_gate_contract() -> None:
+    """A pre gate with one score per model (a router's P(correct) of each): (n, m) scores."""
+    items = make_items(30)
+    right = torch.rand(30, 3, generator=torch.Generator().manual_seed(0)) < 0.5
+    router = ck.GroupPriorRouter().fit(right, {"groups": list(items.subjects)})
+    check_gate(ck.RouterGate(router), items)

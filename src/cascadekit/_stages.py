@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
+from cascadekit.calibrators import make_calibrator
 from cascadekit.exceptions import CascadeInputError
-from cascadekit.protocols import CONTEXT_KEYS, Calibrator, JointCalibrator, Stage
+from cascadekit.protocols import CONTEXT_KEYS, Calibrator, CostModel, JointCalibrator, Stage
 
 __all__ = [
     "JointStage",
@@ -17,6 +19,7 @@ __all__ = [
     "decide_with_context",
     "fit_stage_calibrators",
     "fit_with_context",
+    "make_stage_calibrator",
     "split_calibration",
     "take_context",
 ]
@@ -215,3 +218,46 @@ def fit_stage_calibrators(
     use = second[passed] if bool(passed.any()) else second
     post = fit_with_context(post, post_scores[use], correct[use], take_context(ctx, use))
     return pre, post, first.numel(), use.numel()
+
+
+def make_stage_calibrator(spec: Any, *, cost: CostModel, stage: Stage, both_gates: bool) -> Calibrator:
+    """A fresh calibrator for one stage of a :class:`~cascadekit.Cascade` from its ``calibrator`` spec.
+
+    ``spec``: a mapping by stage, a name, ``(name, kwargs)``, a factory called as
+    ``factory(stage=..., cost=...)``, or an instance (copied; given the stage if its own is None).
+    """
+    if isinstance(spec, Mapping):
+        if stage not in spec:
+            msg = f"Cascade: `calibrator` mapping has no entry for stage {stage!r} (keys: {sorted(spec)})."
+            raise CascadeInputError(msg)
+        spec = spec[stage]
+    elif isinstance(spec, Calibrator) and both_gates:
+        msg = (
+            "Cascade: with both gates, pass `calibrator` as a name, a factory, {'pre': ..., 'post': ...} "
+            "or a JointCalibrator, not one instance for both stages."
+        )
+        raise CascadeInputError(msg)
+    if isinstance(spec, str):
+        return make_calibrator(spec, cost=cost, stage=stage)
+    if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str) and isinstance(spec[1], Mapping):
+        return make_calibrator(spec[0], cost=cost, stage=stage, **spec[1])
+    if not isinstance(spec, Calibrator) and callable(spec):
+        built = spec(stage=stage, cost=cost)
+        if not isinstance(built, Calibrator):
+            msg = f"Cascade: the calibrator factory {spec!r} returned {built!r}, not a Calibrator."
+            raise CascadeInputError(msg)
+        return built
+    if not isinstance(spec, Calibrator):
+        msg = (
+            "Cascade: `calibrator` must be a Calibrator, a name, (name, kwargs), a factory, a mapping "
+            f"or a JointCalibrator, got {spec!r}."
+        )
+        raise CascadeInputError(msg)
+    made: Calibrator = copy.deepcopy(spec)
+    own_stage = getattr(made, "stage", stage)
+    if own_stage is None:
+        made.stage = stage  # type: ignore[attr-defined]
+    elif own_stage != stage:
+        msg = f"Cascade: the calibrator {spec!r} has stage={own_stage!r} but decides the {stage!r} gate."
+        raise CascadeInputError(msg)
+    return made

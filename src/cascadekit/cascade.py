@@ -29,10 +29,10 @@ from cascadekit._stages import (
     decide_with_context,
     fit_stage_calibrators,
     fit_with_context,
+    make_stage_calibrator,
     split_calibration,
 )
-from cascadekit._validation import check_log_probs, check_scores
-from cascadekit.calibrators import make_calibrator
+from cascadekit._validation import check_log_probs, check_scores, describe
 from cascadekit.exceptions import CascadeInputError
 from cascadekit.explanation import Explanation, explain
 from cascadekit.gates._learned import require_fitted
@@ -102,7 +102,10 @@ class Cascade:
           such as :class:`~cascadekit.calibrators.TierGridCalibrator` (the skip level and every
           tier's threshold chosen jointly, by least cost or a Learn-then-Test guarantee), or the
           names ``"threshold"`` / ``"grid"`` (least cost) or ``("grid", {...})``. A tier
-          calibrator works with one model too.
+          calibrator works with one model too. It sees each tier's run price with that tier's
+          post-gate price added; the pre-gate's price, paid by every item under every policy, is
+          left out (a ``"budget"`` target is then on the cost without it). A pre-gate returning
+          one score per tier (:class:`~cascadekit.gates.RouterGate`) lets it choose the entry tier.
 
         Calibrators receive per-item context (subjects as ``groups``, token counts, the pre
         score) through their ``context`` attribute (:data:`~cascadekit.protocols.CONTEXT_KEYS`);
@@ -205,42 +208,8 @@ class Cascade:
                 require_fitted(gate)
 
     def _make(self, stage: Stage) -> Calibrator:
-        spec: Any = self.calibrator
-        if isinstance(spec, Mapping):
-            if stage not in spec:
-                msg = f"Cascade: `calibrator` mapping has no entry for stage {stage!r} (keys: {sorted(spec)})."
-                raise CascadeInputError(msg)
-            spec = spec[stage]
-        elif isinstance(spec, Calibrator) and self.pre_gate is not None and self.post_gate is not None:
-            msg = (
-                "Cascade: with both gates, pass `calibrator` as a name, a factory, {'pre': ..., 'post': ...} "
-                "or a JointCalibrator, not one instance for both stages."
-            )
-            raise CascadeInputError(msg)
-        if isinstance(spec, str):
-            return make_calibrator(spec, cost=self.cost, stage=stage)
-        if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str) and isinstance(spec[1], Mapping):
-            return make_calibrator(spec[0], cost=self.cost, stage=stage, **spec[1])
-        if not isinstance(spec, Calibrator) and callable(spec):
-            built = spec(stage=stage, cost=self.cost)
-            if not isinstance(built, Calibrator):
-                msg = f"Cascade: the calibrator factory {spec!r} returned {built!r}, not a Calibrator."
-                raise CascadeInputError(msg)
-            return built
-        if not isinstance(spec, Calibrator):
-            msg = (
-                "Cascade: `calibrator` must be a Calibrator, a name, (name, kwargs), a factory, a mapping "
-                f"or a JointCalibrator, got {spec!r}."
-            )
-            raise CascadeInputError(msg)
-        made = copy.deepcopy(spec)
-        own_stage = getattr(made, "stage", stage)
-        if own_stage is None:
-            made.stage = stage  # type: ignore[attr-defined]
-        elif own_stage != stage:
-            msg = f"Cascade: the calibrator {spec!r} has stage={own_stage!r} but decides the {stage!r} gate."
-            raise CascadeInputError(msg)
-        return made
+        both = self.pre_gate is not None and self.post_gate is not None
+        return make_stage_calibrator(self.calibrator, cost=self.cost, stage=stage, both_gates=both)
 
     def _joint(self) -> JointCalibrator | None:
         spec = self.calibrator
@@ -251,9 +220,20 @@ class Cascade:
     def _gate_scores(
         self, stage: Stage, items: ChoiceItems, log_probs: torch.Tensor | None, tier: int = 0
     ) -> torch.Tensor:
-        gate = self.pre_gate if stage == "pre" else self._tiers()[1][tier]
+        models, gates = self._tiers()
+        gate = self.pre_gate if stage == "pre" else gates[tier]
         assert gate is not None
         scores = gate.score(items, log_probs)
+        per_tier = stage == "pre" and self._uses_tiers() and isinstance(scores, torch.Tensor) and scores.dim() == 2
+        if per_tier:  # one score per tier (e.g. a router's P(correct) of each model): the entry tier is chosen
+            if scores.shape != (len(items), len(models)) or not scores.dtype.is_floating_point:
+                msg = (
+                    f"Cascade: pre_gate {gate!r} returned {describe(scores)}; per-tier scores must be floating of "
+                    f"shape ({len(items)}, {len(models)}) (items x models)."
+                )
+                raise CascadeInputError(msg)
+            check_scores(f"Cascade ({stage}_gate {gate!r})", scores.flatten())
+            return scores
         check_scores(f"Cascade ({stage}_gate {gate!r})", scores)
         if scores.numel() != len(items):
             msg = f"Cascade: {stage}_gate returned {scores.numel()} scores for {len(items)} items."
@@ -387,9 +367,9 @@ class Cascade:
         prices = prices.cpu() + torch.tensor([0.0 if g is None else g.cost for g in gates], dtype=torch.float64)
         pre = None
         if self.pre_gate is not None:
+            # the pre-gate's price is paid by every item under every policy: it shifts every policy's
+            # cost alike, so it is charged in the results and not shown to the calibrator
             pre = self._gate_scores("pre", items, None).to(torch.float64).cpu()
-            prices[:, 0] += self.pre_gate.cost  # paid by every item: runs and skips alike
-            c_skip += self.pre_gate.cost
         context = context_for(calibrator, {"groups": items.subjects, "n_tokens": tokens})
         self.tier_calibrator_ = calibrator.fit(
             post, correct, prices, c_skip=c_skip, c_error=c_error, pre=pre, **context
@@ -397,6 +377,18 @@ class Cascade:
         self.pre_calibrator_ = self.post_calibrator_ = None
         self.n_calibration_ = self.n_pre_calibration_ = self.n_post_calibration_ = n
         return self
+
+    def _entry(self, pre_scores: torch.Tensor, n: int, t: int) -> torch.Tensor:
+        """The tier calibrator's entry tier per item (int64 (n,), -1: skip), checked."""
+        entry = self.tier_calibrator_.decide_pre(pre_scores)
+        if not isinstance(entry, torch.Tensor) or entry.shape != (n,) or entry.dtype != torch.int64:
+            msg = f"Cascade: {self.tier_calibrator_!r}.decide_pre must return int64 entry tiers of shape ({n},)"
+            raise CascadeInputError(msg + f", got {describe(entry) if isinstance(entry, torch.Tensor) else entry!r}.")
+        entry = entry.cpu()
+        if n and (int(entry.min()) < -1 or int(entry.max()) >= t):
+            msg = f"Cascade: {self.tier_calibrator_!r}.decide_pre returned entry tiers outside [-1, {t})."
+            raise CascadeInputError(msg)
+        return entry
 
     def _accept(
         self, tier: int, gate: Gate | None, items: ChoiceItems, log_probs: torch.Tensor, context: dict[str, Any]
@@ -424,14 +416,16 @@ class Cascade:
         t, n, k = len(models), len(items), items.n_choices
         tiered = hasattr(self, "tier_calibrator_")
         pre_scores = None
-        pending = torch.ones(n, dtype=torch.bool)
+        entry = torch.zeros(n, dtype=torch.int64)  # the tier each item enters, -1: skipped
         if self.pre_gate is not None and (tiered or self.pre_calibrator_ is not None):
             pre_scores = self._gate_scores("pre", items, None)
             if tiered:
-                pending = self.tier_calibrator_.decide_pre(pre_scores).cpu()
+                entry = self._entry(pre_scores, n, t)
             else:
                 assert self.pre_calibrator_ is not None
-                pending = decide_with_context(self.pre_calibrator_, pre_scores, {"groups": items.subjects}).cpu()
+                run = decide_with_context(self.pre_calibrator_, pre_scores, {"groups": items.subjects}).cpu()
+                entry = torch.where(run, 0, -1)
+        pending = torch.zeros(n, dtype=torch.bool)
         ran = torch.zeros(n, t, dtype=torch.bool)
         predictions = torch.full((n, t), -1, dtype=torch.int64)
         tokens = torch.zeros(n, t, dtype=torch.int64)
@@ -439,9 +433,10 @@ class Cascade:
         log_probs = torch.full((n, k), float("nan"))
         answered_by = torch.full((n,), -1, dtype=torch.int64)
         for tier, (model, gate) in enumerate(zip(models, gates, strict=True)):
+            pending |= entry == tier
             idx = pending.nonzero().flatten()
             if idx.numel() == 0:  # a model is never called when nothing reaches it
-                break
+                continue
             sub = items.take(idx)
             out = model.score(sub)
             ran[idx, tier] = True

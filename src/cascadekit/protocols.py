@@ -84,7 +84,10 @@ class Gate(Protocol):
     """Maps a batch to a ``(n,)`` float score, higher meaning "more likely the model is right".
 
     ``stage`` says when it runs: ``"pre"`` gates see only the items, ``"post"`` gates also see
-    the model's option log-probs. ``cost`` is the gate's own price per item, in the units of
+    the model's option log-probs. In a :class:`~cascadekit.Cascade` over T models decided by a
+    :class:`TierCalibrator`, a pre gate may return ``(n, T)`` scores, one per model (e.g.
+    :class:`~cascadekit.gates.RouterGate`: a router's predicted P(correct) of each), from which the
+    calibrator picks the tier each item enters. ``cost`` is the gate's own price per item, in the units of
     the :class:`CostModel`, charged on every item it scores.
     """
 
@@ -181,8 +184,10 @@ class TierCalibrator(Protocol):
     ``fit(post, correct, prices, *, c_skip, c_error, pre=None)`` takes each tier's post-inference
     scores ``(n, T)``, each tier's correctness ``(n, T)`` and what running each tier costs on each
     item ``(n, T)`` (every tier scored every calibration item), the prices S and E, and optionally
-    a pre-inference score ``(n,)``; it returns ``self``. ``decide_pre(pre)`` says which items run
-    (True) or are skipped; ``decide_tier(t, scores)`` says, for the items tier ``t`` ran on, whether
+    a pre-inference score: ``(n,)`` (run or skip), or ``(n, T)``, one per tier (e.g. a router's
+    predicted P(correct) of each model: which tier to enter, or skip); it returns ``self``.
+    ``decide_pre(pre)`` returns the int64 ``(n,)`` tier each item enters, -1 to skip it (with an
+    ``(n,)`` score: 0 or -1); ``decide_tier(t, scores)`` says, for the items tier ``t`` ran on, whether
     its answer is used (True) or the item goes on to tier ``t + 1`` -- after the last tier, whether
     the cascade abstains (False). Pass one as ``Cascade(calibrator=...)`` with any number of models
     (one included), e.g. :class:`~cascadekit.calibrators.TierGridCalibrator`.
@@ -201,7 +206,7 @@ class TierCalibrator(Protocol):
         """Learn every decision of the cascade; return ``self``."""
 
     def decide_pre(self, pre: torch.Tensor) -> torch.Tensor:
-        """Bool decisions (n,) from pre-inference scores: True = run."""
+        """Entry tier (n,) int64 from pre-inference scores (n,) or (n, T); -1 = skip."""
 
     def decide_tier(self, tier: int, scores: torch.Tensor) -> torch.Tensor:
         """Bool decisions (n,) from tier ``tier``'s post-inference scores: True = use its answer."""

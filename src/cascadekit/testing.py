@@ -135,7 +135,8 @@ def check_gate(
     """Check the :class:`~cascadekit.protocols.Gate` contract on ``items`` (and ``log_probs`` for post gates).
 
     Rules: satisfies the protocol, ``stage`` is "pre" or "post", ``cost`` >= 0; scores are a
-    float (n,) tensor without NaN; permuting the batch permutes the scores; a post gate raises
+    float (n,) tensor without NaN (a pre gate may return (n, m), one score per model of a tier
+    cascade); permuting the batch permutes the scores; a post gate raises
     :class:`CascadeInputError` without ``log_probs``, with NaN in them, or with a row count that does
     not match the items. A fixed-rule post gate keeps the dtype of ``log_probs``.
 
@@ -177,7 +178,10 @@ def check_gate(
         assert log_probs is not None, f"check_gate: post gate {name} needs `log_probs`"
     scores = gate.score(items, log_probs)
     assert isinstance(scores, torch.Tensor), f"{name}.score must return a tensor"
-    assert scores.shape == (n,), f"{name}.score shape {tuple(scores.shape)} != ({n},)"
+    per_model = gate.stage == "pre" and scores.dim() == 2  # one score per model of a tier cascade
+    want = f"({n}, m)" if per_model else f"({n},)"
+    shape_ok = scores.shape[0] == n and (per_model or scores.dim() == 1)
+    assert shape_ok, f"{name}.score shape {tuple(scores.shape)} != {want}"
     assert scores.dtype.is_floating_point, f"{name}.score must be floating, got {scores.dtype}"
     assert not torch.isnan(scores).any(), f"{name}.score returned NaN"
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(0))

@@ -1,7 +1,8 @@
 """Calibrating a cascade over T tiers: every accept-or-escalate threshold and the skip level, jointly.
 
 A :class:`~cascadekit.Cascade` over several models asks its calibrator three things: from a
-pre-inference score, whether an item runs at all (:meth:`TierGridCalibrator.decide_pre`); after
+pre-inference score, whether an item runs at all -- or, from one score per tier (a router's
+predicted P(correct) of each model), at which tier it enters (:meth:`TierGridCalibrator.decide_pre`); after
 tier t ran, whether its answer is accepted or the item escalates to tier t + 1 -- after the last
 tier, whether the answer is used or the cascade abstains (:meth:`TierGridCalibrator.decide_tier`).
 Those decisions interact (a lenient tier 0 sends fewer items to the dear tier 1), so they are chosen
@@ -23,7 +24,7 @@ from cascadekit._validation import describe
 from cascadekit.calibrators.grid import GridChoice, choose_grid_point
 from cascadekit.exceptions import CascadeInputError
 from cascadekit.explanation import Explanation
-from cascadekit.tiers import GridStats, grid_stats
+from cascadekit.tiers import SKIP, GridStats, grid_stats
 
 __all__ = ["TierGridCalibrator"]
 
@@ -60,6 +61,12 @@ def _tensor(owner: str, name: str, value: object, shape: tuple[int, ...] | None,
     return value
 
 
+def _entry(pre: torch.Tensor, scale: torch.Tensor, trade_offs: torch.Tensor) -> torch.Tensor:
+    """Entry tier of each item under each trade-off: ``argmax_t pre[:, t] - lam * scale[t]``, int64 (L, n)."""
+    value = pre.unsqueeze(0) - trade_offs.view(-1, 1, 1) * scale.view(1, 1, -1)
+    return value.argmax(dim=2)
+
+
 class TierGridCalibrator:
     """Chooses a cascade's skip level and its T thresholds jointly on a product grid.
 
@@ -81,7 +88,12 @@ class TierGridCalibrator:
         Candidate thresholds per tier: ``grid`` quantiles of that tier's calibration scores, plus
         -inf (always accept) and +inf (always escalate / abstain). Scores may be on any scale.
     skip_grid : int >= 2, default 12
-        With a pre-inference score: -inf (run everything), ``skip_grid`` quantiles of it, +inf (skip everything).
+        With a pre-inference score: -inf (run everything), ``skip_grid`` quantiles of it, +inf (skip
+        everything). With one pre score per tier, the skip level applies to the best tier's score.
+    trade_offs : int >= 2, default 8
+        With one pre score per tier (``pre`` of shape (n, T)): entry rules ``argmax_t pre[:, t] -
+        trade_off * price_t`` (prices scaled so the dearest tier's mean price is 1) for trade-off 0
+        and ``trade_offs - 1`` values log-spaced in [0.01, 10].
 
     Attributes
     ----------
@@ -89,6 +101,10 @@ class TierGridCalibrator:
         Tier t accepts its answer when its score is >= ``thresholds_[t]``.
     skip_below_ : float
         Items whose pre-inference score is below it are skipped (-inf: none; +inf: all).
+    trade_off_ : float or None
+        The chosen entry rule's trade-off (None unless ``pre`` had one column per tier).
+    price_scale_ : torch.Tensor of float64, shape (T,), or None
+        Mean calibration price per tier over the dearest tier's (None without an entry rule).
     uses_pre_ : bool
     certified_ : bool
     choice_ : GridChoice
@@ -118,6 +134,7 @@ class TierGridCalibrator:
         certify: bool = True,
         grid: int = 24,
         skip_grid: int = 12,
+        trade_offs: int = 8,
     ) -> None:
         self.objective = objective
         self.target = target
@@ -126,12 +143,13 @@ class TierGridCalibrator:
         self.certify = certify
         self.grid = grid
         self.skip_grid = skip_grid
+        self.trade_offs = trade_offs
 
     def _fit_validate(
         self, post: object, correct: object, prices: object, pre: object, c_skip: float, c_error: float
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         owner = f"{_OWNER}.fit"
-        for name, size in (("grid", self.grid), ("skip_grid", self.skip_grid)):
+        for name, size in (("grid", self.grid), ("skip_grid", self.skip_grid), ("trade_offs", self.trade_offs)):
             if isinstance(size, bool) or not isinstance(size, int) or size < 2:
                 msg = f"{_OWNER}: `{name}` must be an int >= 2, got {size!r}."
                 raise CascadeInputError(msg)
@@ -149,8 +167,15 @@ class TierGridCalibrator:
         if not torch.isfinite(prices_t).all() or (prices_t < 0).any():
             msg = f"{owner}: `prices` must be finite and >= 0."
             raise CascadeInputError(msg)
-        pre_t = None if pre is None else _tensor(owner, "pre", pre, (n,), floating=True).to(torch.float64)
+        pre_t = None
+        if pre is not None:
+            shape = (n, t) if isinstance(pre, torch.Tensor) and pre.dim() == 2 else (n,)
+            pre_t = _tensor(owner, "pre", pre, shape, floating=True).to(torch.float64)
         return post_t.to(torch.float64), correct_t, prices_t, pre_t
+
+    def _trade_offs(self) -> torch.Tensor:
+        rest = torch.logspace(-2, 1, self.trade_offs - 1, dtype=torch.float64)
+        return torch.cat([torch.zeros(1, dtype=torch.float64), rest])
 
     def _stats(
         self,
@@ -161,14 +186,26 @@ class TierGridCalibrator:
         c_skip: float,
         c_error: float,
         axes: list[torch.Tensor] | None = None,
+        scale: torch.Tensor | None = None,
     ) -> tuple[GridStats, list[torch.Tensor]]:
+        """Totals at every grid point, and the grid's axes: ([trade-offs,] [skip levels,] tier thresholds...)."""
         t = post.shape[1]
         grids = axes[-t:] if axes is not None else [_score_grid(post[:, k], self.grid) for k in range(t)]
+        lead: list[torch.Tensor] = []
+        entry = None
+        skip_score = pre
+        if pre is not None and pre.dim() == 2:
+            assert scale is not None
+            lam = axes[0] if axes is not None else self._trade_offs()
+            entry = _entry(pre, scale, lam)
+            skip_score = pre.max(dim=1).values
+            lead.append(lam)
         skip = None
-        if pre is not None:
-            skip = axes[0] if axes is not None else _score_grid(pre, self.skip_grid)
-        stats = grid_stats(post, correct, prices, c_skip, c_error, grids, pre=pre, skip_below=skip)
-        return stats, ([skip] if skip is not None else []) + grids
+        if skip_score is not None:
+            skip = axes[len(lead)] if axes is not None else _score_grid(skip_score, self.skip_grid)
+            lead.append(skip)
+        stats = grid_stats(post, correct, prices, c_skip, c_error, grids, entry=entry, pre=skip_score, skip_below=skip)
+        return stats, lead + grids
 
     def fit(
         self,
@@ -205,7 +242,12 @@ class TierGridCalibrator:
             ``self``, fitted.
         """
         post, correct, prices, pre = self._fit_validate(post, correct, prices, pre, c_skip, c_error)
-        stats, axes = self._stats(post, correct, prices, pre, float(c_skip), float(c_error))
+        routed = pre is not None and pre.dim() == 2
+        scale = None
+        if routed:
+            mean_price = prices.mean(dim=0)
+            scale = mean_price / mean_price.max().clamp(min=1e-300)
+        stats, axes = self._stats(post, correct, prices, pre, float(c_skip), float(c_error), scale=scale)
         ref = None
         if reference is not None:
             r_post, r_correct, r_prices, r_pre = self._fit_validate(
@@ -214,7 +256,7 @@ class TierGridCalibrator:
             if r_post.shape[1] != post.shape[1]:
                 msg = f"{_OWNER}.fit: `reference` has {r_post.shape[1]} tiers but `post` has {post.shape[1]}."
                 raise CascadeInputError(msg)
-            ref = self._stats(r_post, r_correct, r_prices, r_pre, float(c_skip), float(c_error), axes)[0]
+            ref = self._stats(r_post, r_correct, r_prices, r_pre, float(c_skip), float(c_error), axes, scale)[0]
         bound = float(prices.sum(dim=1).max()) + max(float(c_skip), float(c_error))
         choice: GridChoice = choose_grid_point(
             stats,
@@ -229,13 +271,18 @@ class TierGridCalibrator:
             owner=f"{_OWNER}.fit",
         )
         t = post.shape[1]
+        self.trade_off_: float | None = None
+        self.price_scale_ = scale
         if choice.index < 0:
             self.skip_below_ = _INF
             self.thresholds_ = torch.full((t,), _INF, dtype=torch.float64)
+            self.trade_off_ = 0.0 if routed else None
         else:
-            point = stats.point(choice.index)
-            self.skip_below_ = point[0] if pre is not None else -_INF
-            self.thresholds_ = torch.tensor(point[1:] if pre is not None else point, dtype=torch.float64)
+            point = list(stats.point(choice.index))
+            if routed:  # the entry-rule axis holds rule indices: the rule's trade-off is on our grid
+                self.trade_off_ = float(self._trade_offs()[int(point.pop(0))])
+            self.skip_below_ = point.pop(0) if pre is not None else -_INF
+            self.thresholds_ = torch.tensor(point, dtype=torch.float64)
         self.uses_pre_ = pre is not None
         self.n_tiers_ = t
         self.certified_ = choice.certified
@@ -244,15 +291,32 @@ class TierGridCalibrator:
         return self
 
     def decide_pre(self, pre: torch.Tensor) -> torch.Tensor:
-        """Whether each item runs (True) or is skipped, from its pre-inference score, shape (n,) bool."""
+        """The tier each item enters, -1 to skip it, from its pre-inference score(s): int64 (n,).
+
+        ``pre`` has the shape it had in :meth:`fit`: (n,) (enter at tier 0 or skip) or (n, T) (one
+        score per tier: enter at the chosen rule's tier, skip when the best score is too low).
+        """
         check_fitted(self, "thresholds_", "fit(post, correct, prices, c_skip=..., c_error=...)", "decide_pre")
-        if not isinstance(pre, torch.Tensor) or pre.dim() != 1:
+        routed = self.trade_off_ is not None
+        want = f"(n, {self.n_tiers_})" if routed else "(n,)"
+        ok = isinstance(pre, torch.Tensor) and (
+            pre.dim() == 2 and pre.shape[1] == self.n_tiers_ if routed else pre.dim() == 1
+        )
+        if not ok:
             got = describe(pre) if isinstance(pre, torch.Tensor) else type(pre).__name__
-            msg = f"{_OWNER}.decide_pre: `pre` must be a tensor of shape (n,), got {got}."
+            msg = f"{_OWNER}.decide_pre: `pre` must be a tensor of shape {want}, as in fit, got {got}."
             raise CascadeInputError(msg)
-        if self.skip_below_ == _INF:
-            return torch.zeros(pre.shape, dtype=torch.bool, device=pre.device)
-        return pre.to(torch.float64) >= self.skip_below_
+        scores = pre.to(torch.float64)
+        if routed:
+            assert self.price_scale_ is not None
+            lam = torch.tensor([self.trade_off_], dtype=torch.float64)
+            entry = _entry(scores, self.price_scale_.to(scores.device), lam.to(scores.device))[0]
+            best = scores.max(dim=1).values
+        else:
+            entry = torch.zeros(scores.shape[0], dtype=torch.int64, device=scores.device)
+            best = scores
+        run = best >= self.skip_below_ if self.skip_below_ != _INF else torch.zeros_like(best, dtype=torch.bool)
+        return torch.where(run, entry, torch.full_like(entry, SKIP))
 
     def decide_tier(self, tier: int, scores: torch.Tensor) -> torch.Tensor:
         """Whether tier ``tier`` accepts its answer on each item it ran on, shape (n,) bool.
@@ -275,6 +339,7 @@ class TierGridCalibrator:
         details: dict[str, Any] = {
             "thresholds": [float(x) for x in self.thresholds_.tolist()],
             "skip_below": self.skip_below_ if self.uses_pre_ else None,
+            "trade_off": self.trade_off_,
             "objective": self.objective,
             "target": self.target,
             "delta": self.delta,

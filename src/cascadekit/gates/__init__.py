@@ -4,7 +4,7 @@ Post-inference gates read the model's option log-probs (:class:`MaxProbGate`, :c
 :class:`EntropyGate`, the learned :class:`OptionDistributionGate`) and, with :class:`HiddenStateGate`,
 its hidden state from the same pass. Pre-inference gates see only the
 item (:class:`SubjectPriorGate`, :class:`EmbeddingGate`, :class:`ProbeGate`,
-:class:`EarlyExitGate`). :class:`StackedGate`
+:class:`EarlyExitGate`; :class:`RouterGate` scores every model of a tier cascade). :class:`StackedGate`
 combines any of them.
 """
 
@@ -19,6 +19,7 @@ from cascadekit.gates.confidence import (
 from cascadekit.gates.early_exit import EarlyExitGate, HiddenStateGate
 from cascadekit.gates.embedding import EmbeddingGate, HFEmbedder, item_texts
 from cascadekit.gates.probe import OptionDistributionGate, ProbeGate, option_features
+from cascadekit.gates.router import RouterGate
 from cascadekit.gates.stacked import StackedGate
 from cascadekit.gates.subject import SubjectPriorGate, beta_binomial_prior
 
@@ -32,6 +33,7 @@ __all__ = [
     "MaxProbGate",
     "OptionDistributionGate",
     "ProbeGate",
+    "RouterGate",
     "StackedGate",
     "SubjectPriorGate",
     "beta_binomial_prior",
