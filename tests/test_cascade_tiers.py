@@ -125,7 +125,7 @@ def test_one_model_is_the_one_tier_case() -> None:
     assert torch.equal(r.answered_by, torch.where(r.answered, 0, -1))
     # the same cascade decided by the tier calibrator: same cost model, same protocol, one tier
     tiered = ck.Cascade(
-        large, ck.LinearCost(1, 3, 6), post_gate=ck.MaxProbGate(), calibrator=TierGridCalibrator(grid=200)
+        large, ck.LinearCost(1, 3, 6), post_gate=ck.MaxProbGate(), calibrator=TierGridCalibrator(n_thresholds=200)
     )
     t = tiered.fit(cal_items).run(test_items)
     assert isinstance(t.breakdown, ck.CostBreakdown)
@@ -136,7 +136,10 @@ def test_one_model_is_the_one_tier_case() -> None:
     assert t.breakdown.mean == pytest.approx(r.breakdown.mean, rel=0.05)
     # a one-model TierCost is the same prices as LinearCost
     u = ck.Cascade(
-        large, ck.TierCost((1.0,), 3.0, 6.0), post_gate=ck.MaxProbGate(), calibrator=TierGridCalibrator(grid=200)
+        large,
+        ck.TierCost((1.0,), 3.0, 6.0),
+        post_gate=ck.MaxProbGate(),
+        calibrator=TierGridCalibrator(n_thresholds=200),
     )
     v = u.fit(cal_items).run(test_items)
     torch.testing.assert_close(v.item_costs, t.item_costs)
@@ -219,8 +222,8 @@ def test_tier_grid_calibrator_checks_its_input() -> None:
         cal.fit(bad, correct, prices, c_skip=1.0, c_error=2.0)
     with pytest.raises(ck.CascadeInputError, match="`c_error` must be a finite number"):
         cal.fit(post, correct, prices, c_skip=1.0, c_error=-2.0)
-    with pytest.raises(ck.CascadeInputError, match="`grid` must be an int >= 2"):
-        TierGridCalibrator(grid=1).fit(post, correct, prices, c_skip=1.0, c_error=2.0)
+    with pytest.raises(ck.CascadeInputError, match="`n_thresholds` must be an int >= 2"):
+        TierGridCalibrator(n_thresholds=1).fit(post, correct, prices, c_skip=1.0, c_error=2.0)
     fitted = cal.fit(post, correct, prices, c_skip=1.0, c_error=2.0)
     with pytest.raises(ck.CascadeInputError, match=r"`tier` must be an int in \[0, 2\)"):
         fitted.decide_tier(2, post[:, 0])
@@ -265,7 +268,7 @@ def _accuracy_validity(draws: int) -> tuple[float, float, float]:
     post = torch.stack([lp.exp().max(dim=1).values for lp in lps], dim=1).double()
     right = torch.stack([lp.argmax(dim=1) == items.answers for lp in lps], dim=1)
     cost = ck.TierCost(c_call=PRICES, c_skip=6.0, c_error=8.0)
-    cal = TierGridCalibrator(objective="accuracy", target=TARGET, delta=DELTA, grid=16)
+    cal = TierGridCalibrator(objective="accuracy", target=TARGET, delta=DELTA, n_thresholds=16)
     g = torch.Generator().manual_seed(2024)
     misses, accuracy, cheap = 0, 0.0, 0.0
     for _ in range(draws):

@@ -28,6 +28,7 @@ PRIMARY = {
     "RiskControlCalibrator": "alpha",
     "SequentialProfiler": "alpha",
     "ThresholdCalibrator": "cost",
+    "TierGridCalibrator": "objective",
     "TwoStageCalibrator": "alpha",
 }
 CLASSES = [getattr(calibrators, name) for name in PRIMARY]

@@ -80,20 +80,21 @@ class TierGridCalibrator:
         Required by every objective but ``"least_cost"``.
     delta : float in (0, 1), default 0.1
         The chance that the certified point misses its target (family-wise over the grid).
-    fwer : {"holm", "bonferroni", "fixed_sequence"}, default "holm"
-        ``"fixed_sequence"`` needs ``reference`` data in :meth:`fit`.
+    fwer : {"holm", "bonferroni", "fixed_sequence"}, optional
+        Family-wise error control over the grid; None is Holm. ``"fixed_sequence"`` needs
+        ``reference`` data in :meth:`fit`.
     certify : bool, default True
         False: the plug-in rule (cheapest point whose calibration figure meets ``target``).
-    grid : int >= 2, default 24
-        Candidate thresholds per tier: ``grid`` quantiles of that tier's calibration scores, plus
+    n_thresholds : int >= 2, default 24
+        Candidate thresholds per tier: ``n_thresholds`` quantiles of that tier's calibration scores, plus
         -inf (always accept) and +inf (always escalate / abstain). Scores may be on any scale.
-    skip_grid : int >= 2, default 12
-        With a pre-inference score: -inf (run everything), ``skip_grid`` quantiles of it, +inf (skip
+    n_skip_levels : int >= 2, default 12
+        With a pre-inference score: -inf (run everything), ``n_skip_levels`` quantiles of it, +inf (skip
         everything). With one pre score per tier, the skip level applies to the best tier's score.
-    trade_offs : int >= 2, default 8
+    n_trade_offs : int >= 2, default 8
         With one pre score per tier (``pre`` of shape (n, T)): entry rules ``argmax_t pre[:, t] -
         trade_off * price_t`` (prices scaled so the dearest tier's mean price is 1) for trade-off 0
-        and ``trade_offs - 1`` values log-spaced in [0.01, 10].
+        and ``n_trade_offs - 1`` values log-spaced in [0.01, 10].
 
     Attributes
     ----------
@@ -119,37 +120,38 @@ class TierGridCalibrator:
     >>> post = torch.rand(n, 2, generator=g, dtype=torch.float64)
     >>> correct = torch.rand(n, 2, generator=g, dtype=torch.float64) < post * torch.tensor([0.7, 1.0])
     >>> prices = torch.tensor([[1.0, 4.0]], dtype=torch.float64).expand(n, 2)
-    >>> cal = TierGridCalibrator(grid=16).fit(post, correct, prices, c_skip=10.0, c_error=20.0)
+    >>> cal = TierGridCalibrator(n_thresholds=16).fit(post, correct, prices, c_skip=10.0, c_error=20.0)
     >>> cal.decide_tier(0, torch.tensor([0.1, 0.99], dtype=torch.float64)).tolist()
     [False, True]
     """
 
     def __init__(
         self,
-        *,
         objective: str = "least_cost",
+        *,
         target: float | None = None,
         delta: float = 0.1,
-        fwer: str = "holm",
+        fwer: str | None = None,
         certify: bool = True,
-        grid: int = 24,
-        skip_grid: int = 12,
-        trade_offs: int = 8,
+        n_thresholds: int = 24,
+        n_skip_levels: int = 12,
+        n_trade_offs: int = 8,
     ) -> None:
         self.objective = objective
         self.target = target
         self.delta = delta
         self.fwer = fwer
         self.certify = certify
-        self.grid = grid
-        self.skip_grid = skip_grid
-        self.trade_offs = trade_offs
+        self.n_thresholds = n_thresholds
+        self.n_skip_levels = n_skip_levels
+        self.n_trade_offs = n_trade_offs
 
     def _fit_validate(
         self, post: object, correct: object, prices: object, pre: object, c_skip: float, c_error: float
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         owner = f"{_OWNER}.fit"
-        for name, size in (("grid", self.grid), ("skip_grid", self.skip_grid), ("trade_offs", self.trade_offs)):
+        sizes = (("n_thresholds", self.n_thresholds), ("n_skip_levels", self.n_skip_levels))
+        for name, size in (*sizes, ("n_trade_offs", self.n_trade_offs)):
             if isinstance(size, bool) or not isinstance(size, int) or size < 2:
                 msg = f"{_OWNER}: `{name}` must be an int >= 2, got {size!r}."
                 raise CascadeInputError(msg)
@@ -174,7 +176,7 @@ class TierGridCalibrator:
         return post_t.to(torch.float64), correct_t, prices_t, pre_t
 
     def _trade_offs(self) -> torch.Tensor:
-        rest = torch.logspace(-2, 1, self.trade_offs - 1, dtype=torch.float64)
+        rest = torch.logspace(-2, 1, self.n_trade_offs - 1, dtype=torch.float64)
         return torch.cat([torch.zeros(1, dtype=torch.float64), rest])
 
     def _stats(
@@ -190,7 +192,7 @@ class TierGridCalibrator:
     ) -> tuple[GridStats, list[torch.Tensor]]:
         """Totals at every grid point, and the grid's axes: ([trade-offs,] [skip levels,] tier thresholds...)."""
         t = post.shape[1]
-        grids = axes[-t:] if axes is not None else [_score_grid(post[:, k], self.grid) for k in range(t)]
+        grids = axes[-t:] if axes is not None else [_score_grid(post[:, k], self.n_thresholds) for k in range(t)]
         lead: list[torch.Tensor] = []
         entry = None
         skip_score = pre
@@ -202,7 +204,7 @@ class TierGridCalibrator:
             lead.append(lam)
         skip = None
         if skip_score is not None:
-            skip = axes[len(lead)] if axes is not None else _score_grid(skip_score, self.skip_grid)
+            skip = axes[len(lead)] if axes is not None else _score_grid(skip_score, self.n_skip_levels)
             lead.append(skip)
         stats = grid_stats(post, correct, prices, c_skip, c_error, grids, entry=entry, pre=skip_score, skip_below=skip)
         return stats, lead + grids
@@ -263,7 +265,7 @@ class TierGridCalibrator:
             self.objective,
             self.target,
             delta=self.delta,
-            fwer=self.fwer,
+            fwer="holm" if self.fwer is None else self.fwer,
             reference=ref,
             cost_bound=bound,
             c_skip=float(c_skip),
