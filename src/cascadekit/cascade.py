@@ -378,6 +378,18 @@ class Cascade:
         self.n_calibration_ = self.n_pre_calibration_ = self.n_post_calibration_ = n
         return self
 
+    def _pre(self, items: ChoiceItems, t: int) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """The pre-gate's scores (None without one) and the tier each item enters (int64 (n,), -1: skipped)."""
+        n = len(items)
+        if self.pre_gate is None or (not hasattr(self, "tier_calibrator_") and self.pre_calibrator_ is None):
+            return None, torch.zeros(n, dtype=torch.int64)
+        pre_scores = self._gate_scores("pre", items, None)
+        if hasattr(self, "tier_calibrator_"):
+            return pre_scores, self._entry(pre_scores, n, t)
+        assert self.pre_calibrator_ is not None
+        run = decide_with_context(self.pre_calibrator_, pre_scores, {"groups": items.subjects}).cpu()
+        return pre_scores, torch.where(run, 0, -1)
+
     def _entry(self, pre_scores: torch.Tensor, n: int, t: int) -> torch.Tensor:
         """The tier calibrator's entry tier per item (int64 (n,), -1: skip), checked."""
         entry = self.tier_calibrator_.decide_pre(pre_scores)
@@ -415,16 +427,7 @@ class Cascade:
         models, gates = self._tiers()
         t, n, k = len(models), len(items), items.n_choices
         tiered = hasattr(self, "tier_calibrator_")
-        pre_scores = None
-        entry = torch.zeros(n, dtype=torch.int64)  # the tier each item enters, -1: skipped
-        if self.pre_gate is not None and (tiered or self.pre_calibrator_ is not None):
-            pre_scores = self._gate_scores("pre", items, None)
-            if tiered:
-                entry = self._entry(pre_scores, n, t)
-            else:
-                assert self.pre_calibrator_ is not None
-                run = decide_with_context(self.pre_calibrator_, pre_scores, {"groups": items.subjects}).cpu()
-                entry = torch.where(run, 0, -1)
+        pre_scores, entry = self._pre(items, t)
         pending = torch.zeros(n, dtype=torch.bool)
         ran = torch.zeros(n, t, dtype=torch.bool)
         predictions = torch.full((n, t), -1, dtype=torch.int64)
@@ -437,22 +440,26 @@ class Cascade:
             idx = pending.nonzero().flatten()
             if idx.numel() == 0:  # a model is never called when nothing reaches it
                 continue
-            sub = items.take(idx)
+            every = idx.numel() == n  # all items reach this tier: plain slices, no gather or scatter
+            at: slice | torch.Tensor = slice(None) if every else idx
+            sub = items if every else items.take(idx)
             out = model.score(sub)
-            ran[idx, tier] = True
-            predictions[idx, tier] = out.log_probs.argmax(dim=1).cpu()
-            tokens[idx, tier] = out.n_tokens.to(torch.int64).cpu()
-            log_probs = log_probs.to(out.log_probs.dtype)
-            log_probs[idx] = out.log_probs.detach().cpu()
+            ran[at, tier] = True
+            predictions[at, tier] = out.log_probs.argmax(dim=1).cpu()
+            tokens[at, tier] = out.n_tokens.to(torch.int64).cpu()
+            if log_probs.dtype != out.log_probs.dtype:
+                log_probs = log_probs.to(out.log_probs.dtype)
+            log_probs[at] = out.log_probs.detach().cpu()
             context: dict[str, Any] = {"groups": sub.subjects, "n_tokens": out.n_tokens, "pre_scores": None}
             if tiered:
-                context["n_tokens"] = tokens[idx]
+                context["n_tokens"] = tokens[at]
             if pre_scores is not None:
-                context["pre_scores"] = pre_scores[idx.to(pre_scores.device)]
+                context["pre_scores"] = pre_scores if every else pre_scores[idx.to(pre_scores.device)]
             accept, scores = self._accept(tier, gate, sub, out.log_probs, context)
             if scores is not None:
-                post = post.to(scores.dtype)
-                post[idx, tier] = scores.detach().cpu()
+                if post.dtype != scores.dtype:
+                    post = post.to(scores.dtype)
+                post[at, tier] = scores.detach().cpu()
             answered_by[idx[accept]] = tier
             pending[idx[accept]] = False
             if tier == t - 1:

@@ -120,7 +120,12 @@ class ChoiceItems:
         return len(self.choices[0]) if self.choices else 0
 
     def take(self, index: torch.Tensor | Sequence[int]) -> ChoiceItems:
-        """Return the items at ``index`` (integer positions or a boolean mask of length n), in that order."""
+        """Return the items at ``index`` (integer positions or a boolean mask of length n), in that order.
+
+        Positions are checked with tensor operations and the columns gathered without validating
+        each item again (they were validated when ``self`` was built), so taking from a million items
+        costs little more than copying their references; all positions in order return ``self``.
+        """
         idx = torch.as_tensor(index)
         if idx.numel() == 0:
             idx = idx.to(torch.int64)
@@ -129,22 +134,31 @@ class ChoiceItems:
                 msg = f"ChoiceItems.take: boolean mask must have shape ({len(self)},), got {tuple(idx.shape)}."
                 raise CascadeInputError(msg)
             idx = idx.nonzero().flatten()
-        elif idx.dtype.is_floating_point:
+        elif idx.dtype.is_floating_point or idx.dtype.is_complex:
             msg = f"ChoiceItems.take: `index` must be integer or bool, got dtype {idx.dtype}."
             raise CascadeInputError(msg)
-        positions = [int(i) for i in idx.flatten().tolist()]
+        idx = idx.flatten().to(device="cpu", dtype=torch.int64)
         n = len(self)
-        bad = [p for p in positions if not -n <= p < n]
-        if bad:
-            msg = f"ChoiceItems.take: positions {bad[:5]} are out of range for {n} items."
+        bad = (idx < -n) | (idx >= n)
+        if bad.any():
+            msg = f"ChoiceItems.take: positions {idx[bad][:5].tolist()} are out of range for {n} items."
             raise CascadeInputError(msg)
-        return ChoiceItems(
-            ids=[self.ids[p] for p in positions],
-            subjects=[self.subjects[p] for p in positions],
-            questions=[self.questions[p] for p in positions],
-            choices=[self.choices[p] for p in positions],
-            answers=None if self.answers is None else self.answers[torch.tensor(positions, dtype=torch.int64)],
-        )
+        idx = torch.where(idx < 0, idx + n, idx)
+        if idx.numel() == n and torch.equal(idx, torch.arange(n)):
+            return self
+        if torch.unique(idx).numel() != idx.numel():
+            values, counts = torch.unique(idx, return_counts=True)
+            dup = self.ids[int(values[counts > 1][0])]
+            msg = f"ChoiceItems: `ids` must be unique; {dup!r} occurs more than once."
+            raise CascadeInputError(msg)
+        positions = idx.tolist()
+        out = object.__new__(ChoiceItems)
+        object.__setattr__(out, "ids", tuple([self.ids[p] for p in positions]))
+        object.__setattr__(out, "subjects", tuple([self.subjects[p] for p in positions]))
+        object.__setattr__(out, "questions", tuple([self.questions[p] for p in positions]))
+        object.__setattr__(out, "choices", tuple([self.choices[p] for p in positions]))
+        object.__setattr__(out, "answers", None if self.answers is None else self.answers[idx])
+        return out
 
     def require_answers(self, who: str) -> torch.Tensor:
         """Return ``answers`` or raise a clear error naming ``who`` needed them."""

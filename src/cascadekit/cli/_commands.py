@@ -247,7 +247,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     import torch  # noqa: PLC0415
 
     from cascadekit.evaluation import baselines, savings_captured  # noqa: PLC0415
+    from cascadekit.protocols import Model  # noqa: PLC0415
 
+    if not isinstance(cascade.model, Model):
+        msg = "evaluate: this saved policy cascades several models; the command evaluates one-model policies."
+        raise UsageError(msg)
     result = cascade.run(items)
     out = cascade.model.score(items)
     truth = out.log_probs.argmax(dim=1) == items.answers

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 
 import torch
 
@@ -42,8 +43,12 @@ class RecordedModel:
 
     def score(self, items: ChoiceItems) -> ModelOutput:
         """Recorded log-probs (n, k) and prompt tokens (n,) of ``items``, in their order."""
-        rows = [self._row_of.get(i, -1) for i in items.ids]
-        missing = [i for i, r in zip(items.ids, rows, strict=True) if r < 0]
+        if items.ids == self.recording.ids:  # the recording's own items, in order: no lookup
+            rows: list[int] | torch.Tensor = torch.arange(len(items.ids))
+            missing: list[str] = []
+        else:
+            rows = list(map(self._row_of.get, items.ids, itertools.repeat(-1)))
+            missing = [i for i, r in zip(items.ids, rows, strict=True) if r < 0] if -1 in rows else []
         if missing:
             msg = (
                 f"RecordedModel({self.name!r}): {len(missing)} of {len(items)} items were never recorded, "
@@ -54,7 +59,7 @@ class RecordedModel:
         if len(items) and items.n_choices != k:
             msg = f"RecordedModel({self.name!r}): items have {items.n_choices} choices but the recording has {k}."
             raise CascadeInputError(msg)
-        index = torch.tensor(rows, dtype=torch.int64)
+        index = torch.as_tensor(rows, dtype=torch.int64)
         return ModelOutput(self.recording.log_probs[index], self.recording.n_tokens[index])
 
     def __repr__(self) -> str:
