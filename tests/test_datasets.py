@@ -106,3 +106,30 @@ def test_items_validation() -> None:
     with pytest.raises(ck.CascadeInputError, match="boolean mask"):
         items.take(torch.tensor([True]))
     assert items.take(torch.tensor([True, False, True, False, False])).ids == (items.ids[0], items.ids[2])
+
+
+def test_take_gathers_like_a_naive_loop() -> None:
+    """``take`` skips re-validating each item: it must still equal building the subset item by item."""
+    items = make_items(7)
+    for index in ([3, 0, 6], [-1, 2], [], list(range(7))[::-1], torch.tensor([5, 1])):
+        got = items.take(index)
+        positions = [int(p) % 7 for p in (index.tolist() if isinstance(index, torch.Tensor) else index)]
+        want = ck.ChoiceItems(
+            [items.ids[p] for p in positions],
+            [items.subjects[p] for p in positions],
+            [items.questions[p] for p in positions],
+            [items.choices[p] for p in positions],
+            None if items.answers is None else items.answers[positions],
+        )
+        assert (got.ids, got.subjects, got.questions, got.choices) == (
+            want.ids,
+            want.subjects,
+            want.questions,
+            want.choices,
+        )
+        assert got.answers is None or torch.equal(got.answers, want.answers)
+    assert items.take(range(7)) is items  # every item in order: nothing to copy
+    with pytest.raises(ck.CascadeInputError, match="occurs more than once"):
+        items.take([1, 1])
+    with pytest.raises(ck.CascadeInputError, match="integer or bool"):
+        items.take(torch.tensor([0.0]))
