@@ -146,7 +146,8 @@ class ChoiceItems:
         idx = torch.where(idx < 0, idx + n, idx)
         if idx.numel() == n and torch.equal(idx, torch.arange(n)):
             return self
-        if torch.unique(idx).numel() != idx.numel():
+        increasing = bool((idx[1:] > idx[:-1]).all())  # e.g. from a mask: no duplicates, no sort needed
+        if not increasing and torch.unique(idx).numel() != idx.numel():
             values, counts = torch.unique(idx, return_counts=True)
             dup = self.ids[int(values[counts > 1][0])]
             msg = f"ChoiceItems: `ids` must be unique; {dup!r} occurs more than once."
