@@ -128,11 +128,12 @@ def run(rows: int, repeats: int) -> dict[str, Any]:
 def _write_docs(result: dict[str, Any], docs: Path) -> None:
     text = (
         f"`Cascade.run` on {result['rows']:,} recorded items ({result['threads']} threads; building the items "
-        f"excluded): one model {result['one_model_run_s']:.2f} s; two tiers with a subject-prior router choosing the entry "
-        f"tier {result['two_tier_routed_run_s']:.2f} s (the router reading a million subject strings and each tier "
-        "looking its items up by id included); a plain Python loop computing the same one-model decisions and "
-        f"costs (checked equal) {result['python_loop_s']:.2f} s, {result['speedup_one_model_vs_loop']:.1f}x slower "
-        "than `Cascade.run`. (`python benchmarks/bench_cascade_run.py --docs docs/routing.md`)"
+        f"excluded): one model {result['one_model_run_s']:.2f} s; two tiers with a subject-prior router choosing "
+        f"the entry tier {result['two_tier_routed_run_s']:.2f} s (the router reading a million subject strings "
+        "and each tier looking its items up by id included); a plain Python loop computing the same one-model "
+        f"decisions and costs (checked equal) {result['python_loop_s']:.2f} s, "
+        f"{result['speedup_one_model_vs_loop']:.1f}x slower than `Cascade.run`. "
+        "(`python benchmarks/bench_cascade_run.py --docs docs/routing.md`)"
     )
     replace_between_markers(docs, "cascade-run-speed", text)
 
