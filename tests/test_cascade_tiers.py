@@ -375,3 +375,29 @@ def test_router_gate_errors() -> None:
     )
     with pytest.raises(ck.CascadeInputError, match=r"per-tier scores must be floating of shape \(1500, 2\)"):
         cascade.fit(cal_items)
+
+
+def test_an_error_bound_nothing_can_meet_answers_nothing() -> None:
+    """Hostile: every answer wrong at every tier, scores tied and saturated at 1: certify nothing, skip all."""
+    n = 300
+    post = torch.ones(n, 2, dtype=torch.float64)
+    correct = torch.zeros(n, 2, dtype=torch.bool)
+    prices = torch.tensor([[0.1, 1.0]], dtype=torch.float64).expand(n, 2)
+    cal = TierGridCalibrator("error", target=0.1)
+    with pytest.warns(UserWarning, match="skip"):
+        cal.fit(post, correct, prices, c_skip=1.0, c_error=2.0, pre=torch.rand(n, dtype=torch.float64))
+    assert not cal.certified_
+    assert (cal.decide_pre(torch.rand(50, dtype=torch.float64)) == -1).all()
+    assert cal.thresholds_.isinf().all()
+
+
+def test_a_cascade_without_pre_gate_skips_everything_when_nothing_is_certified() -> None:
+    cal_items, test_items, _ = _split()
+    _, small, large = _data()
+    cal = TierGridCalibrator("error", target=0.001)  # no policy keeps 0.1% errors on this pair
+    cascade = ck.Cascade([small, large], ck.TierCost(PRICES, 3.0, 6.0), post_gate=ck.MaxProbGate(), calibrator=cal)
+    with pytest.warns(UserWarning, match="skips every item"):
+        cascade.fit(cal_items)
+    result = cascade.run(test_items)
+    assert not result.tiers_ran.any()  # skipped, not run and then abstained on: no model is paid for
+    assert result.breakdown.total == pytest.approx(3.0 * len(test_items))

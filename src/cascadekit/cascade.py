@@ -381,6 +381,10 @@ class Cascade:
     def _pre(self, items: ChoiceItems, t: int) -> tuple[torch.Tensor | None, torch.Tensor]:
         """The pre-gate's scores (None without one) and the tier each item enters (int64 (n,), -1: skipped)."""
         n = len(items)
+        if self.pre_gate is None and hasattr(self, "tier_calibrator_"):
+            # no pre score: the tier calibrator still says run (0) or skip everything (-1, e.g. when it
+            # certified nothing); it is asked with a zero score per item
+            return None, self._entry(torch.zeros(n, dtype=torch.float64), n, t)
         if self.pre_gate is None or (not hasattr(self, "tier_calibrator_") and self.pre_calibrator_ is None):
             return None, torch.zeros(n, dtype=torch.int64)
         pre_scores = self._gate_scores("pre", items, None)
