@@ -11,7 +11,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from cascadekit import calibration, datasets, evaluation, plots, scalers, validity
+    from cascadekit import calibration, datasets, evaluation, online, plots, scalers, validity
     from cascadekit.calibrators import (
         BayesCalibrator,
         BudgetCalibrator,
@@ -85,6 +85,7 @@ _SUBMODULES = frozenset(
         "mix",
         "models",
         "multicost",
+        "online",
         "outcomes",
         "persistence",
         "plots",
@@ -238,6 +239,7 @@ __all__ = [
     "explain",
     "load",
     "make_calibrator",
+    "online",
     "plots",
     "routers",
     "save",

@@ -27,6 +27,7 @@ __all__ = [
     "JointCalibrator",
     "Model",
     "ModelOutput",
+    "OnlineRouter",
     "Router",
     "Stage",
     "TierCalibrator",
@@ -287,3 +288,28 @@ class Router(Protocol):
 
     def predict(self, context: Mapping[str, object]) -> torch.Tensor:
         """P(model j answers item i correctly), float64 (n, m)."""
+
+
+@runtime_checkable
+class OnlineRouter(Protocol):
+    """Routes a stream batch by batch and learns from the outcome of the model it ran (bandit feedback).
+
+    ``decide(features, prices, ids)`` takes (n, d) float features, (n, m) prices (what running
+    model j on item i spends) and n item ids, and returns the (n,) int64 model per item, or -1
+    (skip). ``partial_fit(features, chosen, correct, ids)`` learns whether the model ``chosen[i]``
+    (never -1) was right on item i; with ids, feedback may arrive late and in any order, and an
+    id that awaits no feedback, or a model other than the one decided for that id, raises
+    :class:`~cascadekit.CascadeInputError`. ``warm_start(features, correct, available)`` learns
+    from full-information (n, m) outcomes. ``decide`` and ``partial_fit`` return in kind (numpy
+    in, numpy out); ``partial_fit`` and ``warm_start`` return ``self``. See
+    :mod:`cascadekit.online` and :func:`cascadekit.testing.check_online_router`.
+    """
+
+    def decide(self, features: object, prices: object, ids: object = None) -> object:
+        """Model index per item (n,), int64, or -1 for skip."""
+
+    def partial_fit(self, features: object, chosen: object, correct: object, ids: object = None) -> OnlineRouter:
+        """Learn the chosen models' outcomes (n,); return ``self``."""
+
+    def warm_start(self, features: object, correct: object, available: object = None) -> OnlineRouter:
+        """Learn from full-information outcomes (n, m); return ``self``."""
