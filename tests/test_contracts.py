@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import cascadekit as ck
-from cascadekit.testing import check_calibrator, check_gate, check_model
+from cascadekit.testing import check_calibrator, check_gate, check_model, check_tier_calibrator
 from tiny_hf import make_items
 
 COST = ck.LinearCost(1, 3, 6)
@@ -77,3 +77,17 @@ def test_router_gate_contract() -> None:
     right = torch.rand(30, 3, generator=torch.Generator().manual_seed(0)) < 0.5
     router = ck.GroupPriorRouter().fit(right, {"groups": list(items.subjects)})
     check_gate(ck.RouterGate(router), items)
+
+
+@pytest.mark.parametrize(
+    "calibrator",
+    [
+        ck.TierGridCalibrator(),
+        ck.TierGridCalibrator("accuracy", target=0.3),
+        ck.TierGridCalibrator("error", target=0.25, n_thresholds=12),
+        ck.TierGridCalibrator("budget", target=5.0, fwer="bonferroni"),
+    ],
+    ids=repr,
+)
+def test_tier_calibrator_contract(calibrator: ck.TierGridCalibrator) -> None:
+    check_tier_calibrator(calibrator)
