@@ -189,9 +189,10 @@ class TierCalibrator(Protocol):
     predicted P(correct) of each model: which tier to enter, or skip); it returns ``self``.
     ``decide_pre(pre)`` returns the int64 ``(n,)`` tier each item enters, -1 to skip it (with an
     ``(n,)`` score: 0 or -1; without a pre-gate the cascade passes zeros, and a calibrator fitted
-    without ``pre`` answers 0, or -1 for every item when it chose to skip everything); ``decide_tier(t, scores)`` says, for the items tier ``t`` ran on, whether
-    its answer is used (True) or the item goes on to tier ``t + 1`` -- after the last tier, whether
-    the cascade abstains (False). Pass one as ``Cascade(calibrator=...)`` with any number of models
+    without ``pre`` answers 0, or -1 for every item when it chose to skip everything).
+    ``decide_tier(t, scores)`` says, for the items tier ``t`` ran on, whether its answer is used
+    (True) or the item goes on to tier ``t + 1`` -- after the last tier, whether the cascade
+    abstains (False). Pass one as ``Cascade(calibrator=...)`` with any number of models
     (one included), e.g. :class:`~cascadekit.calibrators.TierGridCalibrator`.
     """
 
