@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
+import runpy
 from pathlib import Path
 
 import pytest
@@ -401,3 +402,13 @@ def test_a_cascade_without_pre_gate_skips_everything_when_nothing_is_certified()
     result = cascade.run(test_items)
     assert not result.tiers_ran.any()  # skipped, not run and then abstained on: no model is paid for
     assert result.breakdown.total == pytest.approx(3.0 * len(test_items))
+
+
+def test_the_tier_example_runs_and_beats_every_constant(capsys: pytest.CaptureFixture[str]) -> None:
+    path = Path(__file__).resolve().parents[1] / "examples" / "tier_cascade.py"
+    namespace = runpy.run_path(str(path), run_name="example")
+    result = namespace["main"]([])
+    out = capsys.readouterr().out
+    constants = [float(line.split()[-1]) for line in out.splitlines() if line.startswith("always")]
+    assert len(constants) == 3
+    assert result.breakdown.mean < min(constants)  # at the defaults the cascade pays
