@@ -8,8 +8,9 @@ training / 20% calibration / 30% test. Price of model m on item i (the issue's s
 ``active_params_b[m] * (len(question) + sum(len(options)) + output_chars[i, m]) / 4``. The reference
 is the model most accurate on the training split ("always-best"). Routers predict P(correct) per
 model from the training split (embeddings: all-MiniLM-L6-v2 from benchmarks/embed_mmlu_pro.py; the
-group prior uses the 14 categories). Policies are calibrated on the calibration split only and
-scored on the test split:
+group prior uses the 14 categories; the shrunk kNN chooses its k and shrinkage by 5-fold
+cross-validation inside the training split, scoring the routing curve's AIQ on the held-out folds).
+Policies are calibrated on the calibration split only and scored on the test split:
 
 - plug-in: the least test-set-unseen cost whose *calibration* accuracy is >= 95% of always-best's
   training accuracy (no guarantee);
@@ -44,6 +45,7 @@ from _common import emit, replace_between_markers
 from cascadekit.calibrators.grid import choose_grid_point
 from cascadekit.datasets import load_mmlu_pro_texts, load_shipped_items
 from cascadekit.gates.embedding import HFEmbedder
+from cascadekit.routers import GroupKNNRouterCV
 from cascadekit.tiers import grid_stats, route_decisions, route_grid_stats, tier_decisions
 
 HERE = Path(__file__).parent
@@ -62,6 +64,7 @@ def _routers() -> dict[str, Any]:
         "kNN (MiniLM, k=25)": ck.KNNRouter(k=25),
         "matrix factorisation": ck.MatrixFactorizationRouter(),
         "logistic classifier": ck.ClassifierRouter(),
+        "kNN shrunk to group prior (k, shrinkage by 5-fold CV)": GroupKNNRouterCV(),
     }
 
 

@@ -15,9 +15,19 @@ from scipy.optimize import minimize
 from cascadekit.exceptions import CascadeInputError, NotFittedError
 from cascadekit.outcomes import Outcomes
 from cascadekit.protocols import Router
-from cascadekit.routers import ClassifierRouter, GroupPriorRouter, KNNRouter, MatrixFactorizationRouter, knn
+from cascadekit.routers import (
+    ClassifierRouter,
+    GroupKNNRouter,
+    GroupKNNRouterCV,
+    GroupPriorRouter,
+    KNNRouter,
+    MatrixFactorizationRouter,
+    hybrid,
+    knn,
+)
 from cascadekit.routers._base import BaseRouter
 from cascadekit.testing import check_router
+from cascadekit.tradeoff import aiq
 
 
 @pytest.fixture(autouse=True)
@@ -455,3 +465,274 @@ def test_bad_parameters(router: BaseRouter, message: str) -> None:
     context = {"embedding": torch.randn(3, 2), "groups": ["a", "b", "a"]}
     with pytest.raises(CascadeInputError, match=message):
         router.fit(torch.ones(3, 2, dtype=torch.bool), context)
+
+
+# ---------------------------------------------------------------- GroupKNNRouter / GroupKNNRouterCV
+
+SMALL_CV = {"ks": (3, 10, 40), "shrinkages": (0.0, 5.0, 50.0)}
+
+
+@pytest.mark.parametrize(
+    "router",
+    [
+        GroupKNNRouter(),
+        GroupKNNRouter(k=5, shrinkage=0.0, prior_strength=0.0),
+        GroupKNNRouterCV(**SMALL_CV),
+        GroupKNNRouterCV(**SMALL_CV, scoring="brier", folds=3),
+        GroupKNNRouterCV(**SMALL_CV, prices=[1.0, 2.0, 4.0]),
+    ],
+    ids=repr,
+)
+def test_group_knn_contract(router: Router) -> None:
+    check_router(router)
+
+
+def reference_group_knn(
+    bank: np.ndarray,
+    correct: np.ndarray,
+    available: np.ndarray,
+    groups: list[str],
+    queries: np.ndarray,
+    new: list[str],
+    k: int,
+    shrinkage: float,
+    strength: float,
+) -> torch.Tensor:
+    prior = reference_group_prior(torch.from_numpy(correct), torch.from_numpy(available), groups, new, strength)
+    n, m = correct.shape
+    rows = []
+    for i, q in enumerate(queries):
+        sims = [float(q @ b / (np.linalg.norm(q) * np.linalg.norm(b))) for b in bank]
+        nearest = sorted(range(n), key=lambda t: -sims[t])[:k]
+        row = []
+        for j in range(m):
+            right = sum(float(correct[t, j]) for t in nearest if available[t, j])
+            count = sum(1 for t in nearest if available[t, j])
+            q_ij = float(prior[i, j])
+            row.append(q_ij if count + shrinkage == 0 else (right + shrinkage * q_ij) / (count + shrinkage))
+        rows.append(row)
+    return torch.tensor(rows, dtype=torch.float64)
+
+
+@pytest.mark.parametrize(
+    ("k", "shrinkage", "strength"), [(1, 0.0, 0.0), (5, 0.0, 10.0), (7, 3.0, 2.0), (500, 20.0, 0.0), (4, 1e9, 5.0)]
+)
+def test_group_knn_matches_a_per_item_loop(k: int, shrinkage: float, strength: float) -> None:
+    embedding, groups, correct, available = problem(n=50, seed=21, missing=0.4)
+    queries = torch.randn(12, 4, generator=torch.Generator().manual_seed(22), dtype=torch.float64)
+    new = [*(f"g{i % 4}" for i in range(10)), "unseen", "g0"]
+    router = GroupKNNRouter(k=k, shrinkage=shrinkage, prior_strength=strength)
+    router.fit(correct, {"embedding": embedding, "groups": groups}, available)
+    expected = reference_group_knn(
+        embedding.numpy(),
+        (correct & available).numpy(),
+        available.numpy(),
+        groups,
+        queries.numpy(),
+        new,
+        k,
+        shrinkage,
+        strength,
+    )
+    torch.testing.assert_close(router.predict({"embedding": queries, "groups": new}), expected)
+
+
+def test_group_knn_limits_are_knn_and_group_prior() -> None:
+    embedding, groups, correct, _ = problem(n=60, seed=23)
+    context = {"embedding": embedding, "groups": groups}
+    plain = GroupKNNRouter(k=6, shrinkage=0.0).fit(correct, context).predict(context)
+    torch.testing.assert_close(plain, KNNRouter(k=6).fit(correct, context).predict(context))
+    prior = GroupKNNRouter(k=6, shrinkage=1e12).fit(correct, context).predict(context)
+    torch.testing.assert_close(prior, GroupPriorRouter().fit(correct, context).predict(context))
+
+
+def test_group_knn_chunks_give_the_same_predictions(monkeypatch: pytest.MonkeyPatch) -> None:
+    embedding, groups, correct, available = problem(n=80, seed=24)
+    context = {"embedding": embedding, "groups": groups}
+    router = GroupKNNRouter(k=9, shrinkage=4.0).fit(correct, context, available)
+    whole = router.predict(context)
+    monkeypatch.setattr(hybrid, "_MAX_ENTRIES", 9 * 3 * 7)  # 7 rows per chunk
+    torch.testing.assert_close(router.predict(context), whole)
+
+
+def naive_routing_aiq(
+    probs: torch.Tensor, scale: torch.Tensor, right: torch.Tensor, cost: torch.Tensor, cheapest: int, best: int
+) -> float:
+    n, m = probs.shape
+    costs, accs = [], []
+    for lam in hybrid._TRADE_OFFS.tolist():
+        spent = gained = 0.0
+        for i in range(n):
+            utility = [float(probs[i, j]) - lam * float(scale[j]) for j in range(m)]
+            j = max(range(m), key=lambda c: (utility[c], -c))  # the first of ties, as argmax
+            spent += float(cost[i, j])
+            gained += float(right[i, j])
+        costs.append(spent / n)
+        accs.append(gained / n)
+    ends = sorted((float(cost[:, cheapest].mean()), float(cost[:, best].mean())))
+    return aiq(torch.tensor(costs, dtype=torch.float64), torch.tensor(accs, dtype=torch.float64), cost_range=ends)
+
+
+@pytest.mark.parametrize("scoring", ["aiq", "brier"])
+def test_group_knn_cv_scores_match_refitting_per_fold(scoring: str) -> None:
+    embedding, groups, correct, available = problem(n=45, seed=25, missing=0.1)
+    item_cost = torch.rand(45, 3, generator=torch.Generator().manual_seed(26), dtype=torch.float64) + torch.tensor(
+        [0.5, 1.0, 3.0], dtype=torch.float64
+    )
+    ks, shrinkages, folds = (2, 8, 100), (0.0, 3.0), 3
+    context = {"embedding": embedding, "groups": groups}
+    router = GroupKNNRouterCV(ks=ks, shrinkages=shrinkages, folds=folds, scoring=scoring, prior_strength=2.0, seed=7)
+    router.fit(correct, context, available, cost=item_cost)
+
+    right = (correct & available).double()
+    counted = available.double()
+    scale = (item_cost * counted).sum(0) / counted.sum(0)
+    scale = scale / scale.max()
+    assignment = torch.randperm(45, generator=torch.Generator().manual_seed(7)) % folds
+    expected = torch.zeros(len(ks), len(shrinkages), dtype=torch.float64)
+    for fold in range(folds):
+        train = [i for i in range(45) if assignment[i] != fold]
+        held = [i for i in range(45) if assignment[i] == fold and (scoring == "brier" or bool(available[i].all()))]
+        accuracy = right[train].sum(0) / counted[train].sum(0)
+        for a, k in enumerate(ks):
+            for b, s in enumerate(shrinkages):
+                fold_router = GroupKNNRouter(k=min(k, len(train)), shrinkage=s, prior_strength=2.0)
+                fold_router.fit(
+                    correct[train],
+                    {"embedding": embedding[train], "groups": [groups[i] for i in train]},
+                    available[train],
+                )
+                p = fold_router.predict({"embedding": embedding[held], "groups": [groups[i] for i in held]})
+                if scoring == "brier":
+                    seen = counted[held]
+                    expected[a, b] -= float((((p - right[held]) ** 2) * seen).sum() / seen.sum())
+                else:
+                    expected[a, b] += naive_routing_aiq(
+                        p, scale, right[held], item_cost[held], int(scale.argmin()), int(accuracy.argmax())
+                    )
+    expected /= folds
+    torch.testing.assert_close(router.cv_scores_, expected)
+    best = int(expected.argmax())
+    assert (router.k_, router.shrinkage_) == (ks[best // 2], shrinkages[best % 2])
+    assert router.ks_ == ks
+    assert router.shrinkages_ == shrinkages
+    chosen = GroupKNNRouter(k=router.k_, shrinkage=router.shrinkage_, prior_strength=2.0).fit(
+        correct, context, available
+    )
+    torch.testing.assert_close(router.predict(context), chosen.predict(context))
+
+
+def clustered_problem(n: int, seed: int) -> tuple[torch.Tensor, list[str], torch.Tensor]:
+    """Two groups of 3 embedding clusters each; in each group's clusters a different one of 3 models is right.
+
+    Every model is right on 0.9 of one cluster and 0.2 of the two others in each group (0.43 on
+    average), so the group prior carries no signal; the cluster (visible in the embedding) decides.
+    """
+    g = torch.Generator().manual_seed(seed)
+    cluster = torch.randint(0, 6, (n,), generator=g)
+    centres = torch.randn(6, 16, generator=g, dtype=torch.float64) * 3
+    embedding = centres[cluster] + torch.randn(n, 16, generator=g, dtype=torch.float64)
+    groups = [f"g{int(c) % 2}" for c in cluster]
+    p = torch.full((n, 3), 0.2, dtype=torch.float64)
+    p[torch.arange(n), cluster // 2] = 0.9
+    correct = torch.rand(n, 3, generator=g, dtype=torch.float64) < p
+    return embedding, groups, correct
+
+
+def test_group_knn_cv_beats_the_group_prior_when_the_embedding_knows_more() -> None:
+    embedding, groups, correct = clustered_problem(1200, seed=27)
+    train, test = slice(0, 800), slice(800, None)
+    fit_ctx = {"embedding": embedding[train], "groups": groups[train]}
+    test_ctx = {"embedding": embedding[test], "groups": groups[test]}
+    prices = torch.tensor([1.0, 1.5, 2.0], dtype=torch.float64)
+    router = GroupKNNRouterCV(ks=(5, 25, 100, 400), shrinkages=(0.0, 10.0, 1000.0), prices=prices.tolist())
+    router.fit(correct[train], fit_ctx)
+    assert router.shrinkage_ < 1000.0  # cross-validation leans on the neighbours
+    right, cost = correct[test].double(), prices.expand(400, 3)
+    accuracy = correct[train].double().mean(0)
+    best = int(accuracy.argmax())
+
+    def routed_aiq(p: torch.Tensor) -> float:
+        return float(hybrid.routing_aiq(p.unsqueeze(1), prices / prices.max(), right, cost, 0, best)[0])
+
+    ours = routed_aiq(router.predict(test_ctx))
+    prior = routed_aiq(GroupPriorRouter().fit(correct[train], fit_ctx).predict(test_ctx))
+    assert prior < 0.5  # one model per group: right on about 0.43 of the items
+    assert ours > prior + 0.3  # the neighbours find each cluster's model: about 0.9
+
+
+def test_group_knn_cv_prefers_the_group_prior_when_the_embedding_is_noise() -> None:
+    g = torch.Generator().manual_seed(28)
+    n = 900
+    codes = torch.randint(0, 3, (n,), generator=g)
+    groups = [f"g{int(c)}" for c in codes]
+    p = torch.full((n, 3), 0.25, dtype=torch.float64)
+    p[torch.arange(n), codes] = 0.85
+    correct = torch.rand(n, 3, generator=g, dtype=torch.float64) < p
+    embedding = torch.randn(n, 8, generator=g, dtype=torch.float64)
+    router = GroupKNNRouterCV(ks=(5, 50), shrinkages=(0.0, 1000.0), scoring="brier")
+    router.fit(correct, {"embedding": embedding, "groups": groups})
+    assert router.shrinkage_ == 1000.0
+
+
+def test_group_knn_cv_fit_outcomes_passes_the_table_cost() -> None:
+    embedding, groups, correct, available = problem(n=60, seed=29)
+    cost = torch.rand(60, 3, generator=torch.Generator().manual_seed(30), dtype=torch.float64) * torch.tensor(
+        [1.0, 4.0, 9.0], dtype=torch.float64
+    )
+    outcomes = Outcomes.from_arrays(correct, models=["s", "m", "l"], available=available, cost=cost, groups=groups)
+    via_table = GroupKNNRouterCV(**SMALL_CV).fit_outcomes(outcomes, {"embedding": embedding})
+    direct = GroupKNNRouterCV(**SMALL_CV).fit(correct, {"embedding": embedding, "groups": groups}, available, cost=cost)
+    assert via_table.models_ == ("s", "m", "l")
+    torch.testing.assert_close(via_table.cv_scores_, direct.cv_scores_)
+    flat = GroupKNNRouterCV(**SMALL_CV).fit(correct, {"embedding": embedding, "groups": groups}, available)
+    assert not torch.equal(flat.cv_scores_, direct.cv_scores_)  # equal prices score another curve
+    assert "k:" in str(direct.explain())
+    assert direct.explain().as_dict()["details"]["shrinkage"] == direct.shrinkage_
+
+
+@pytest.mark.parametrize(
+    ("router", "message"),
+    [
+        (GroupKNNRouter(k=0), r"GroupKNNRouter: `k` must be an int >= 1, got 0\."),
+        (GroupKNNRouter(shrinkage=-1.0), r"GroupKNNRouter: `shrinkage` must be a finite number >= 0, got -1\.0\."),
+        (GroupKNNRouter(prior_strength=float("inf")), r"GroupKNNRouter: `prior_strength` must be a finite number"),
+        (GroupKNNRouterCV(ks=()), r"GroupKNNRouterCV: `ks` must be a non-empty sequence of numbers, got \(\)\."),
+        (GroupKNNRouterCV(ks=5), r"GroupKNNRouterCV: `ks` must be a non-empty sequence"),  # type: ignore[arg-type]
+        (GroupKNNRouterCV(ks=(3, 0)), r"GroupKNNRouterCV: `ks` must be an int >= 1, got 0\."),
+        (GroupKNNRouterCV(shrinkages=(1.0, -2.0)), r"GroupKNNRouterCV: `shrinkages` must be a finite number >= 0"),
+        (GroupKNNRouterCV(folds=1), r"GroupKNNRouterCV: `folds` must be an int >= 2, got 1\."),
+        (GroupKNNRouterCV(folds=4), r"GroupKNNRouterCV\.fit: `folds` \(4\) must be at most the number of training"),
+        (GroupKNNRouterCV(scoring="auc"), r"GroupKNNRouterCV: `scoring` must be 'aiq' or 'brier', got 'auc'\."),
+        (GroupKNNRouterCV(prices=[1.0]), r"GroupKNNRouterCV\.fit: `prices` must hold 2 finite numbers > 0 .*\(1,\)"),
+        (GroupKNNRouterCV(prices=[1.0, 0.0]), r"GroupKNNRouterCV\.fit: `prices` must hold 2 finite numbers > 0"),
+    ],
+    ids=repr,
+)
+def test_group_knn_bad_parameters(router: BaseRouter, message: str) -> None:
+    context = {"embedding": torch.randn(3, 2), "groups": ["a", "b", "a"]}
+    with pytest.raises(CascadeInputError, match=message):
+        router.fit(torch.ones(3, 2, dtype=torch.bool), context)
+
+
+def test_group_knn_cv_bad_cost_and_unscorable_folds() -> None:
+    embedding, groups, correct, _ = problem(n=20, seed=31)
+    context = {"embedding": embedding, "groups": groups}
+    router = GroupKNNRouterCV(**SMALL_CV, folds=2)
+    with pytest.raises(CascadeInputError, match=r"`cost` must be a real array of shape \(20, 3\) .* shape \(20, 2\)"):
+        router.fit(correct, context, cost=torch.ones(20, 2))
+    nan = torch.ones(20, 3)
+    nan[4, 1] = float("nan")
+    with pytest.raises(CascadeInputError, match=r"`cost` must be finite and >= 0 where available; 1 entries"):
+        router.fit(correct, context, cost=nan)
+    hidden = torch.ones(20, 3, dtype=torch.bool)
+    hidden[:, 2] = False
+    hidden[0, 2] = True  # model 2 has one outcome: no held-out row is complete in one fold, none at all in the other
+    hidden[1:, 2] = False
+    with pytest.raises(CascadeInputError, match=r"no fold could be scored: scoring='aiq' needs held-out items"):
+        router.fit(correct, context, hidden)
+    fitted = GroupKNNRouter(k=3).fit(correct, context)
+    with pytest.raises(CascadeInputError, match=r"GroupKNNRouter\.predict: context\['embedding'\] has 2 columns"):
+        fitted.predict({"embedding": torch.randn(1, 2), "groups": ["g0"]})
+    with pytest.raises(NotFittedError, match=r"Call `GroupKNNRouterCV\.fit"):
+        GroupKNNRouterCV().predict(context)

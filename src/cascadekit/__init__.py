@@ -62,7 +62,14 @@ if TYPE_CHECKING:
         TierCalibrator,
         TierCostModel,
     )
-    from cascadekit.routers import ClassifierRouter, GroupPriorRouter, KNNRouter, MatrixFactorizationRouter
+    from cascadekit.routers import (
+        ClassifierRouter,
+        GroupKNNRouter,
+        GroupKNNRouterCV,
+        GroupPriorRouter,
+        KNNRouter,
+        MatrixFactorizationRouter,
+    )
     from cascadekit.tiered import AgreementScorer, RouterPolicy, TierCascade
     from cascadekit.tiers import SKIP
 
@@ -103,6 +110,8 @@ _SUBMODULES = frozenset(
 _ATTRIBUTES = {
     "AgreementScorer": "cascadekit.tiered",
     "ClassifierRouter": "cascadekit.routers",
+    "GroupKNNRouter": "cascadekit.routers",
+    "GroupKNNRouterCV": "cascadekit.routers",
     "GroupPriorRouter": "cascadekit.routers",
     "KNNRouter": "cascadekit.routers",
     "MatrixFactorizationRouter": "cascadekit.routers",
@@ -194,6 +203,8 @@ __all__ = [
     "EntropyGate",
     "Explanation",
     "Gate",
+    "GroupKNNRouter",
+    "GroupKNNRouterCV",
     "GroupPriorRouter",
     "HFChoiceModel",
     "HFEmbedder",

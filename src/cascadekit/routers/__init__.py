@@ -11,13 +11,23 @@ tensor. All follow :class:`~cascadekit.protocols.Router`; check your own with
 - :class:`KNNRouter`: similarity-weighted k nearest neighbours on embeddings.
 - :class:`MatrixFactorizationRouter`: projected embedding dotted with a learned vector per model.
 - :class:`ClassifierRouter`: multi-output logistic regression or MLP on embeddings.
+- :class:`GroupKNNRouter`: k nearest neighbours on embeddings, shrunk towards the group prior;
+  :class:`GroupKNNRouterCV` chooses k and the shrinkage by cross-validation on the training items.
 """
 
 from __future__ import annotations
 
 from cascadekit.routers.classifier import ClassifierRouter
 from cascadekit.routers.group import GroupPriorRouter
+from cascadekit.routers.hybrid import GroupKNNRouter, GroupKNNRouterCV
 from cascadekit.routers.knn import KNNRouter
 from cascadekit.routers.mf import MatrixFactorizationRouter
 
-__all__ = ["ClassifierRouter", "GroupPriorRouter", "KNNRouter", "MatrixFactorizationRouter"]
+__all__ = [
+    "ClassifierRouter",
+    "GroupKNNRouter",
+    "GroupKNNRouterCV",
+    "GroupPriorRouter",
+    "KNNRouter",
+    "MatrixFactorizationRouter",
+]

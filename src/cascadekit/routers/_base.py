@@ -287,9 +287,13 @@ class BaseRouter:
         ctx: dict[str, object] = dict(context or {})
         if "groups" not in ctx and outcomes.groups is not None:
             ctx["groups"] = outcomes.groups
-        self.fit(outcomes.correct, ctx, outcomes.available)
+        self._fit_table(outcomes, ctx)
         self.models_ = outcomes.models
         return self
+
+    def _fit_table(self, outcomes: Outcomes, context: dict[str, object]) -> None:
+        """``fit`` on the table's correctness and availability (routers that also learn from cost override this)."""
+        self.fit(outcomes.correct, context, outcomes.available)
 
     def predict(self, context: Mapping[str, object]) -> torch.Tensor:
         """P(model j answers item i correctly) for new items: a float64 torch tensor (n, m) in [0, 1].
