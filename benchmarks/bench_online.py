@@ -7,7 +7,10 @@ Needs the MiniLM embeddings of the questions (python benchmarks/embed_mmlu_pro.p
 10,351 questions every costed model answered; price of model m on item i (the routing issue's rule):
 ``active_params_b[m] * (len(question) + sum(len(options)) + output_chars[i, m]) / 4``, given to the
 router at decision time. A skip costs E (scored as a wrong answer). Routers: LinUCB (alpha 0.1) and
-Thompson sampling (scale 0.1), 8 PCA components fitted on the warm-up, batches of 100 items.
+Thompson sampling (scale 0.1), 8 PCA components fitted on the warm-up, batches of 100 items, with
+shared weights learnt from every model's feedback plus per-model residuals (ridge 100 on the
+residuals, shared_ridge 1; chosen on stream 0, random order, only) and, for comparison, per model
+(ridge 1, shared_ridge None: the defaults).
 
 - random order: warm start on the first 5% (full information), then bandit feedback; total price
   paid on the other 95% against fixed policies in hindsight, each at the online router's accuracy:
@@ -52,10 +55,15 @@ DRIFT_MODEL = "DeepSeek-Coder-V2"
 BATCH = 100
 
 
+SHARED = {"ridge": 100.0, "shared_ridge": 1.0}  # chosen on stream 0 (random order) only; see docs/online.md
+
+
 def _router(kind: str, e: float, seed: int, budget: Budget | None = None, forget: float = 1.0) -> Any:
-    if kind == "LinUCB":
-        return LinUCBRouter(e, e, alpha=0.1, n_components=8, forget=forget, budget=budget, seed=seed)
-    return ThompsonRouter(e, e, scale=0.1, n_components=8, forget=forget, budget=budget, seed=seed)
+    """``kind``: "LinUCB" / "Thompson" (shared weights + per-model residuals, SHARED) or "... per-model"."""
+    extra: dict[str, Any] = {} if kind.endswith("per-model") else dict(SHARED)
+    if kind.startswith("LinUCB"):
+        return LinUCBRouter(e, e, alpha=0.1, n_components=8, forget=forget, budget=budget, seed=seed, **extra)
+    return ThompsonRouter(e, e, scale=0.1, n_components=8, forget=forget, budget=budget, seed=seed, **extra)
 
 
 def _grid(s: Any) -> torch.Tensor:
@@ -73,7 +81,7 @@ def _random_order(o: ck.Outcomes, x: torch.Tensor, seed: int) -> dict[str, Any]:
     rich = policy_curve(xs, s.correct, s.prices, ev, ev, c_errors=grid, n_components=32)
     singles = policy_curve(xs, s.correct, s.prices, ev, ev, c_errors=[])
     out: dict[str, Any] = {}
-    for kind in ("LinUCB", "Thompson"):
+    for kind in ("LinUCB", "Thompson", "LinUCB per-model", "Thompson per-model"):
         for e in E_VALUES:
             r = replay(_router(kind, e, seed), s, x, batch_size=BATCH, warm_up=warm)
             h = cost_at_accuracy(same, r.accuracy, mix=False)
@@ -120,11 +128,11 @@ def _drift(o: ck.Outcomes, x: torch.Tensor, seed: int) -> dict[str, Any]:
         single_models=False,
     )
     out: dict[str, Any] = {}
-    for forget in (1.0, 0.999):
+    for kind, forget in (("LinUCB", 1.0), ("LinUCB", 0.999), ("LinUCB per-model", 1.0), ("LinUCB per-model", 0.999)):
         for e in E_VALUES:
-            r = replay(_router("LinUCB", e, seed, forget=forget), s, x, batch_size=BATCH, warm_up=warm)
+            r = replay(_router(kind, e, seed, forget=forget), s, x, batch_size=BATCH, warm_up=warm)
             st = cost_at_accuracy(static, r.accuracy, mix=False)
-            out[f"LinUCB forget={forget:g} E={e:g}"] = {
+            out[f"{kind} forget={forget:g} E={e:g}"] = {
                 "accuracy": r.accuracy,
                 "cost": r.total_cost,
                 "static_cost": st,
@@ -234,7 +242,10 @@ def write_docs(result: dict[str, Any], docs: Path) -> None:
     lines = [
         f"MMLU-Pro, {result['n_items']:,} items x {result['n_models']} costed models, {result['streams']} seeded "
         "streams, batches of 100. Cost = summed prices paid on the evaluated items (a skip pays nothing and "
-        "counts as wrong). Routers: LinUCB (alpha 0.1), Thompson (scale 0.1), 8 PCA components.",
+        "counts as wrong). Routers: LinUCB (alpha 0.1), Thompson (scale 0.1), 8 PCA components; "
+        f"`LinUCB`, `Thompson`: shared weights plus per-model residuals (ridge {SHARED['ridge']:g} on the residuals, "
+        f"shared_ridge {SHARED['shared_ridge']:g}; chosen on stream 0, random order, only: streams 1-"
+        f"{result['streams'] - 1} are held out); `... per-model`: the defaults (ridge 1, no shared weights).",
         "",
         "**Random order** (warm start on the first 5% with full information, then bandit feedback; evaluated "
         "on the other 95%). Each ratio is online cost / cost of a fixed policy in hindsight at >= the online "
@@ -254,6 +265,11 @@ def write_docs(result: dict[str, Any], docs: Path) -> None:
             f"| {r['mean_ratio_rich_mixed']:.3f}, {r['max_ratio_rich_mixed']:.3f} "
             f"| {r['mean_ratio_best_model']:.3f}, {r['max_ratio_best_model']:.3f} | {r['mean_items_per_s']:,.0f} |"
         )
+    per = result["per_stream_random_order"]
+    lines += ["", "Per stream (0 = the tuning stream), ratio (a):", ""]
+    for name in ro:
+        if "mean_ratio_best_model" in ro[name]:
+            lines.append(f"- {name}: " + ", ".join(f"{p[name]['ratio_hindsight']:.3f}" for p in per))
     delay = ro["LinUCB E=20000 delay 1000 items"]
     over = ro["LinUCB E=20000"]
     lines += [
@@ -280,6 +296,9 @@ def write_docs(result: dict[str, Any], docs: Path) -> None:
             f"| {'yes' if every['ratio'] else 'no'} | {r['mean_ratio_mixed']:.3f}, {r['max_ratio_mixed']:.3f} "
             f"| {'yes' if every['ratio_mixed'] else 'no'} |"
         )
+    lines += ["", "Per stream (0 = the tuning stream), cost / static:", ""]
+    for name in dr["summary"]:
+        lines.append(f"- {name}: " + ", ".join(f"{d[name]['ratio']:.3f}" for d in dr["per_stream"]))
     lines += [
         "",
         "**Budget** (LinUCB, E = 20000; B = half of what the same router spends without a budget on that same "

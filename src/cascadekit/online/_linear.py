@@ -65,6 +65,7 @@ class _LinearBandit:
         n_components: int | None = 8,
         prior: float = 0.5,
         forget: float = 1.0,
+        shared_ridge: float | None = None,
         budget: Budget | None = None,
         seed: int = 0,
     ) -> None:
@@ -74,6 +75,7 @@ class _LinearBandit:
         self.n_components = n_components
         self.prior = prior
         self.forget = forget
+        self.shared_ridge = shared_ridge
         self.budget = budget
         self.seed = seed
 
@@ -86,6 +88,8 @@ class _LinearBandit:
         _check_number(name, "ridge", self.ridge, 0.0, strict=True)
         _check_number(name, "prior", self.prior, 0.0, 1.0)
         _check_number(name, "forget", self.forget, 0.0, 1.0, strict=True)
+        if self.shared_ridge is not None:
+            _check_number(name, "shared_ridge", self.shared_ridge, 0.0, strict=True)
         k = self.n_components
         if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
             msg = f"{name}: `n_components` must be None (use the features as they are) or an int >= 1, got {k!r}."
@@ -130,9 +134,9 @@ class _LinearBandit:
         self.center_ = center
         self.projection_ = projection
         self.offset_ = center @ projection
-        eye = torch.eye(dim, dtype=torch.float64, device=device)
-        self.A_ = (float(self.ridge) * eye).expand(n_models, dim, dim).clone()
+        self.A_ = self._prior_precision(dim, device).expand(n_models, dim, dim).clone()
         self.b_ = torch.zeros(n_models, dim, dtype=torch.float64, device=device)
+        eye = torch.eye(dim, dtype=torch.float64, device=device)
         self.A_inv_ = (eye / float(self.ridge)).expand(n_models, dim, dim).clone()
         self.theta_ = torch.zeros(n_models, dim, dtype=torch.float64, device=device)
         self.n_updates_ = torch.zeros(n_models, dtype=torch.int64, device=device)
@@ -141,6 +145,8 @@ class _LinearBandit:
         self.n_decided_ = 0
         self.pacer_ = None if self.budget is None else BudgetPacer(self.budget)
         self.generator_ = torch.Generator().manual_seed(int(self.seed))
+        if self.shared_ridge is not None:
+            self._refresh_shared(float(self.shared_ridge))
 
     def _require_started(self, use: str) -> None:
         if not hasattr(self, "A_"):
@@ -188,13 +194,49 @@ class _LinearBandit:
     # ------------------------------------------------------------------ learning
 
     def _refresh(self, touched: torch.Tensor) -> None:
-        """Recompute ``A_inv_`` and ``theta_`` of the models in ``touched`` (one batched factorisation)."""
+        """Recompute ``A_inv_`` and ``theta_`` of the models in ``touched`` (one batched factorisation).
+
+        With ``shared_ridge``, every model's posterior depends on every model's data (through the
+        shared weights), so all models are recomputed (:meth:`_refresh_shared`).
+        """
         if touched.numel() == 0:
+            return
+        if self.shared_ridge is not None:
+            self._refresh_shared(float(self.shared_ridge))
             return
         chol = torch.linalg.cholesky(self.A_[touched])
         inv = torch.cholesky_inverse(chol)
         self.A_inv_[touched] = inv
         self.theta_[touched] = (inv @ self.b_[touched].unsqueeze(-1)).squeeze(-1)
+
+    def _prior_precision(self, dim: int, device: torch.device) -> torch.Tensor:
+        """(dim, dim) prior precision of a model's weights (of its residual, with shared weights): ``ridge * I``."""
+        return float(self.ridge) * torch.eye(dim, dtype=torch.float64, device=device)
+
+    def _refresh_shared(self, shared_ridge: float) -> None:
+        """Posterior of the hierarchical model ``theta_j = theta_0 + delta_j`` (shared weights plus residuals).
+
+        Priors: ``theta_0 ~ N(0, I / shared_ridge)``, ``delta_j ~ N(0, I / ridge)``.
+
+        From the per-model statistics ``A_j = ridge I + G_j`` and ``b_j``, eliminating the
+        residuals ``delta_j`` (Schur complement, with ``I - G_j A_j^-1 = ridge A_j^-1``): the shared
+        weights have precision ``P = shared_ridge I + ridge sum_j G_j A_j^-1`` and mean
+        ``theta_0 = P^-1 ridge sum_j A_j^-1 b_j``; then ``theta_j = theta_0 + A_j^-1 (b_j - G_j theta_0)``
+        with covariance ``A_j^-1 + ridge^2 A_j^-1 P^-1 A_j^-1``, stored in ``A_inv_``.
+        """
+        lam = float(self.ridge)
+        dim = self.A_.shape[1]
+        eye = torch.eye(dim, dtype=torch.float64, device=self.A_.device)
+        c_inv = torch.cholesky_inverse(torch.linalg.cholesky(self.A_))  # (m, d, d)
+        gram = self.A_ - self._prior_precision(dim, self.A_.device)
+        prec = shared_ridge * eye + lam * (gram @ c_inv).sum(dim=0)
+        s = torch.cholesky_inverse(torch.linalg.cholesky(0.5 * (prec + prec.T)))
+        theta0 = s @ (lam * (c_inv @ self.b_.unsqueeze(-1)).sum(dim=0)).squeeze(-1)
+        resid = self.b_ - (gram @ theta0.unsqueeze(-1)).squeeze(-1)
+        self.theta_ = theta0 + (c_inv @ resid.unsqueeze(-1)).squeeze(-1)
+        cov = c_inv + lam**2 * (c_inv @ s @ c_inv)
+        self.A_inv_ = 0.5 * (cov + cov.transpose(1, 2))
+        self.theta0_ = theta0
 
     def warm_start(self, features: object, correct: object, available: object = None, *, weight: float = 1.0) -> Self:
         """Learn from full-information data: every model's outcome on every item (offline logs).
@@ -327,8 +369,7 @@ class _LinearBandit:
         if float(self.forget) < 1.0:  # each model's past weighs forget ** (its outcomes since)
             counts = torch.bincount(chosen, minlength=self.n_models_).to(torch.float64)
             keep = float(self.forget) ** counts
-            eye = torch.eye(self.A_.shape[1], dtype=torch.float64, device=self.A_.device)
-            ridge = float(self.ridge) * eye
+            ridge = self._prior_precision(self.A_.shape[1], self.A_.device)
             self.A_.sub_(ridge).mul_(keep[:, None, None]).add_(ridge)
             self.b_.mul_(keep[:, None])
         self.A_.index_add_(0, chosen, xd.unsqueeze(2) * xd.unsqueeze(1))
