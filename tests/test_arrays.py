@@ -134,3 +134,17 @@ def test_the_old_metrics_module_still_works_with_a_warning() -> None:
     assert old.baselines is ck.baselines is ck.evaluation.baselines
     base = ck.baselines(COST, np.array([1, 0]), stage="post")
     assert (base.always_go_ahead, base.always_hold_back) == (base.always_run, base.always_skip)
+
+
+def test_star_import_and_dir_do_not_touch_the_deprecated_aliases() -> None:
+    import warnings
+
+    assert "calibration" not in ck.__all__
+    assert "calibration" not in dir(ck)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        namespace: dict[str, object] = {}
+        exec("from cascadekit import *", namespace)
+        for name in dir(ck):
+            getattr(ck, name)
+    assert namespace["scalers"] is ck.scalers

@@ -619,3 +619,21 @@ def test_cost_at_accuracy_equals_a_brute_force_over_mixtures(points: list[tuple[
     assert got == pytest.approx(best, rel=1e-9, abs=1e-9) or (math.isinf(got) and math.isinf(best))
     points_only = min([c for c, a in pts if a >= target], default=math.inf)
     assert cost_at_accuracy(curve, target, mix=False) == points_only
+
+
+@pytest.mark.parametrize(
+    ("router", "explore"),
+    [
+        (LinUCBRouter(3.0, 4.0, alpha=0.2, forget=0.9, budget=Budget(10.0, horizon=5), seed=2), "alpha=0.2"),
+        (ThompsonRouter(3.0, 4.0, scale=0.3, ridge=5.0, shared_ridge=1.0, n_components=None), "scale=0.3"),
+    ],
+)
+def test_repr_names_every_parameter_and_rebuilds_the_router(
+    router: LinUCBRouter | ThompsonRouter, explore: str
+) -> None:
+    text = repr(router)
+    assert text.startswith(f"{type(router).__name__}(c_skip=3.0, c_error=4.0, {explore}, ")
+    for name in ("ridge", "n_components", "prior", "forget", "shared_ridge", "budget", "seed"):
+        assert f"{name}={getattr(router, name)!r}" in text
+    namespace = {"LinUCBRouter": LinUCBRouter, "ThompsonRouter": ThompsonRouter, "Budget": Budget}
+    assert repr(eval(text, namespace)) == text

@@ -11,7 +11,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from cascadekit import calibration, datasets, evaluation, online, plots, scalers, validity
+    from cascadekit import calibration as calibration  # deprecated alias, not in __all__
+    from cascadekit import datasets, evaluation, online, plots, scalers, validity
     from cascadekit.calibrators import (
         BayesCalibrator,
         BudgetCalibrator,
@@ -244,7 +245,6 @@ __all__ = [
     "__version__",
     "baselines",
     "bayes_decision",
-    "calibration",
     "datasets",
     "evaluation",
     "explain",
@@ -274,5 +274,10 @@ def __getattr__(name: str) -> Any:
     return value
 
 
+# Deprecated aliases still resolve (with a FutureWarning) but are not advertised: not in __all__, so
+# `from cascadekit import *` does not warn, nor in dir().
+_DEPRECATED = frozenset({"calibration"})
+
+
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_SUBMODULES, *_ATTRIBUTES})
+    return sorted({*globals(), *_SUBMODULES, *_ATTRIBUTES} - _DEPRECATED)

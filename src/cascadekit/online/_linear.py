@@ -54,7 +54,13 @@ def _ids(owner: str, ids: object, n: int) -> list[Hashable]:
 
 
 class _LinearBandit:
-    """Shared state and methods of the linear bandit routers; subclasses define ``_explore``."""
+    """Shared state and methods of the linear bandit routers.
+
+    Subclasses define ``_explore`` and name their exploration parameter in ``_explore_param``.
+    """
+
+    _explore_param = ""
+    _shared_params = ("ridge", "n_components", "prior", "forget", "shared_ridge", "budget", "seed")
 
     def __init__(
         self,
@@ -78,6 +84,11 @@ class _LinearBandit:
         self.shared_ridge = shared_ridge
         self.budget = budget
         self.seed = seed
+
+    def __repr__(self) -> str:
+        names = ("c_skip", "c_error", self._explore_param, *self._shared_params)
+        args = ", ".join(f"{k}={getattr(self, k)!r}" for k in names if k)
+        return f"{type(self).__name__}({args})"
 
     # ------------------------------------------------------------------ parameters and state
 

@@ -148,6 +148,8 @@ class LinUCBRouter(_LinearBandit):
         )
         self.alpha = alpha
 
+    _explore_param = "alpha"
+
     def _check_params(self) -> None:
         super()._check_params()
         _check_number(type(self).__name__, "alpha", self.alpha, 0.0)
@@ -155,12 +157,6 @@ class LinUCBRouter(_LinearBandit):
     def _explore(self, sigma: torch.Tensor) -> torch.Tensor:
         return float(self.alpha) * sigma
 
-    def __repr__(self) -> str:
-        return (
-            f"LinUCBRouter(c_skip={self.c_skip!r}, c_error={self.c_error!r}, alpha={self.alpha!r}, "
-            f"ridge={self.ridge!r}, n_components={self.n_components!r}, prior={self.prior!r}, forget={self.forget!r}, "
-            f"shared_ridge={self.shared_ridge!r}, budget={self.budget!r}, seed={self.seed!r})"
-        )
 
 
 class ThompsonRouter(_LinearBandit):
@@ -220,6 +216,8 @@ class ThompsonRouter(_LinearBandit):
         )
         self.scale = scale
 
+    _explore_param = "scale"
+
     def _check_params(self) -> None:
         super()._check_params()
         _check_number(type(self).__name__, "scale", self.scale, 0.0)
@@ -231,9 +229,3 @@ class ThompsonRouter(_LinearBandit):
     def _explore(self, sigma: torch.Tensor) -> torch.Tensor:
         return float(self.scale) * sigma * self._noise(*sigma.shape)
 
-    def __repr__(self) -> str:
-        return (
-            f"ThompsonRouter(c_skip={self.c_skip!r}, c_error={self.c_error!r}, scale={self.scale!r}, "
-            f"ridge={self.ridge!r}, n_components={self.n_components!r}, prior={self.prior!r}, forget={self.forget!r}, "
-            f"shared_ridge={self.shared_ridge!r}, budget={self.budget!r}, seed={self.seed!r})"
-        )
