@@ -20,8 +20,11 @@ LETTERS = "ABCD"
 
 
 def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    # A guard against hangs, not a speed check: starting a local Ray cluster alone took over 120 s on a
+    # loaded 2-core machine, so `--ray` runs get longer.
+    timeout = 600 if "--ray" in args else 120
     done = subprocess.run(
-        [sys.executable, "-m", "cascadekit.cli", *args], capture_output=True, text=True, check=False, timeout=120
+        [sys.executable, "-m", "cascadekit.cli", *args], capture_output=True, text=True, check=False, timeout=timeout
     )
     if check:
         assert done.returncode == 0, done.stderr
