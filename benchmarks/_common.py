@@ -50,3 +50,22 @@ def matmul_peak(dtype: torch.dtype = torch.bfloat16, size: int = 2048, seconds: 
         torch.matmul(a, b)
         calls += 1
     return 2 * size**3 * calls / (time.perf_counter() - start) / 1e9
+
+
+def mmlu_pro_with_embeddings(data: Path) -> tuple[Any, torch.Tensor]:
+    """The complete MMLU-Pro ``Outcomes`` table and its items' MiniLM embeddings (float64, table row order).
+
+    Needs ``benchmarks/.cache/mmlu_pro_minilm.npz`` (``python benchmarks/embed_mmlu_pro.py``).
+    """
+    import cascadekit as ck  # noqa: PLC0415 - only the online benchmarks need it
+    from cascadekit.datasets import load_mmlu_pro_texts  # noqa: PLC0415
+    from cascadekit.gates.embedding import HFEmbedder  # noqa: PLC0415
+
+    embeddings = Path(__file__).parent / ".cache" / "mmlu_pro_minilm.npz"
+    if not embeddings.exists():
+        raise SystemExit(f"no embeddings at {embeddings}: run python benchmarks/embed_mmlu_pro.py first")
+    o = ck.Outcomes.from_mmlu_pro(data).complete()
+    ids, texts = load_mmlu_pro_texts(data)
+    row_of = {i: k for k, i in enumerate(ids)}
+    x = HFEmbedder("unused", cache_file=embeddings).embed([texts[row_of[i]] for i in o.item_ids]).double()
+    return o, x

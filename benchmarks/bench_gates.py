@@ -42,7 +42,8 @@ from cascadekit.plots import plot_share_captured
 HERE = Path(__file__).parent
 CACHE = HERE / ".cache"
 MODELS = Path(os.environ.get("CASCADEKIT_MODELS", Path.home() / ".cache/cascadekit-models"))
-TRIPLES = ((1.0, 3.0, 6.0), (1.0, 2.0, 4.0), (1.0, 5.0, 10.0))
+# The first three have E = 2S (one break-even after inference, 0.5); the last two differ (0.75, 0.25).
+TRIPLES = ((1.0, 3.0, 6.0), (1.0, 2.0, 4.0), (1.0, 5.0, 10.0), (1.0, 2.0, 8.0), (1.0, 6.0, 8.0))
 CALIBRATORS = ("threshold", "bayes-platt", "bayes-isotonic")
 # 1,536 hidden dimensions against ~1,900 training items: a strongly regularised linear probe
 HIDDEN_PROBE = make_pipeline(StandardScaler(), LogisticRegression(C=0.01, max_iter=2000))
@@ -253,7 +254,7 @@ def summarise(
             for cal_name in CALIBRATORS:
                 per_split = torch.tensor(
                     [shares[(stage, name, cal_name, t)] for t in TRIPLES], dtype=torch.float64
-                ).mean(0)  # average over the three triples, per split
+                ).mean(0)  # average over the triples, per split
                 lo, hi = bootstrap_ci(per_split)
                 summary.append(
                     {
@@ -351,17 +352,19 @@ def write_docs(result: dict[str, Any], path: Path) -> None:
         "test items, at the gate's own decision point: before inference the constants are always-run and",
         "always-skip and the oracle runs exactly the items the model gets right; after inference every",
         "item has paid c, the constants are always-answer and always-abstain, and the oracle answers exactly",
-        "the right ones. 1 is the oracle, 0 the better constant. Mean over the three cost",
-        "triples (c, S, E) ∈ {(1,3,6), (1,2,4), (1,5,10)}, per split, then mean and 95% bootstrap",
-        "interval over splits.",
+        "the right ones. 1 is the oracle, 0 the better constant. Mean over the five cost",
+        "triples (c, S, E) ∈ {(1,3,6), (1,2,4), (1,5,10), (1,2,8), (1,6,8)}, per split, then mean and 95%",
+        "bootstrap interval over splits.",
         "",
-        "Where rows coincide: going ahead pays above a break-even probability of being right,",
-        "1 - (S - c)/E before inference and 1 - S/E after it (the inference is paid either way). All",
+        "Where rows coincide, and why: going ahead pays above a break-even probability of being right,",
+        "1 - (S - c)/E before inference and 1 - S/E after it (the inference is paid either way). The first",
         "three triples have E = 2S, so after inference they share the break-even 0.5, make the same",
         "decisions, and their post-inference shares are identical (every cost is proportional to S):",
         "three equal rows per post-inference gate in the per-triple table, except where the gate has a",
-        "price of its own that does not scale with S (the stacked gate with the embedding). Before",
-        "inference the break-evens differ (0.667, 0.75, 0.6), and so do the rows.",
+        "price of its own that does not scale with S (the stacked gate with the embedding). (1,2,8) and",
+        "(1,6,8) have other ratios S/E (break-even 0.75 and 0.25 after inference) and give rows of their",
+        "own. Before inference all five break-evens differ (0.667, 0.75, 0.6, 0.875, 0.375), and so do",
+        "the rows.",
         "",
         "The row marked *reference, not a gate* hands the target's own after-inference confidence (its",
         "max option probability) to the run-or-skip decision at no cost. No real pre-inference gate has",

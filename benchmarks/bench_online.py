@@ -41,15 +41,13 @@ import numpy as np
 import torch
 
 import cascadekit as ck
-from _common import emit, replace_between_markers
-from cascadekit.datasets import load_mmlu_pro_texts, load_shipped_items
-from cascadekit.gates.embedding import HFEmbedder
+from _common import emit, mmlu_pro_with_embeddings, replace_between_markers
+from cascadekit.datasets import load_shipped_items
 from cascadekit.online import Budget, LinUCBRouter, ThompsonRouter
 from cascadekit.online.replay import cost_at_accuracy, make_stream, plot_replay, policy_curve, replay
 
 HERE = Path(__file__).parent
 DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "mmlu-pro"
-EMBEDDINGS = HERE / ".cache" / "mmlu_pro_minilm.npz"
 E_VALUES = (5_000.0, 20_000.0, 60_000.0)
 DRIFT_MODEL = "DeepSeek-Coder-V2"
 BATCH = 100
@@ -356,12 +354,7 @@ def main() -> None:
     p.add_argument("--figure", type=Path, default=None, help="write a PNG of cost, accuracy and spend over time")
     args = p.parse_args()
     torch.set_num_threads(1)
-    if not EMBEDDINGS.exists():
-        raise SystemExit(f"no embeddings at {EMBEDDINGS}: run python benchmarks/embed_mmlu_pro.py first")
-    o = ck.Outcomes.from_mmlu_pro(args.data).complete()
-    ids, texts = load_mmlu_pro_texts(args.data)
-    row_of = {i: k for k, i in enumerate(ids)}
-    x = HFEmbedder("unused", cache_file=EMBEDDINGS).embed([texts[row_of[i]] for i in o.item_ids]).double()
+    o, x = mmlu_pro_with_embeddings(args.data)
     t0 = time.perf_counter()
     ro, dr, bu = [], [], []
     for seed in range(args.streams):

@@ -22,22 +22,18 @@ the mean and max ratio and the per-seed ratios.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-import cascadekit as ck
-from cascadekit.datasets import load_mmlu_pro_texts
-from cascadekit.gates.embedding import HFEmbedder
+from _common import emit, mmlu_pro_with_embeddings
 from cascadekit.online import LinUCBRouter
 from cascadekit.online.replay import cost_at_accuracy, make_stream, policy_curve, replay
 
 HERE = Path(__file__).parent
 DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "mmlu-pro"
-EMBEDDINGS = HERE / ".cache" / "mmlu_pro_minilm.npz"
 SHARED = {"ridge": 100.0, "shared_ridge": 1.0}
 
 
@@ -81,10 +77,7 @@ def main() -> None:
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
     torch.set_num_threads(1)
-    o = ck.Outcomes.from_mmlu_pro(args.data).complete()
-    ids, texts = load_mmlu_pro_texts(args.data)
-    row_of = {i: k for k, i in enumerate(ids)}
-    x = HFEmbedder("unused", cache_file=EMBEDDINGS).embed([texts[row_of[i]] for i in o.item_ids]).double()
+    o, x = mmlu_pro_with_embeddings(args.data)
     ratios: dict[str, list[float]] = {}
     for seed in range(*args.seeds):
         s = make_stream(o, seed=seed, order="blocks", drift_model="DeepSeek-Coder-V2", drift_drop=0.2)
@@ -109,10 +102,7 @@ def main() -> None:
             for k, v in ratios.items()
         },
     }
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.json is not None:
-        args.json.write_text(text + "\n", encoding="utf-8")
+    emit(out, args.json)
 
 
 if __name__ == "__main__":

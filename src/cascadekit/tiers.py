@@ -497,4 +497,3 @@ def route_grid_stats(
         calls=out[..., 5:],
         axes=(lam, sgrid),
     )
-

@@ -246,4 +246,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _guarded("cascadekit record", lambda: record_main(args[1:], prog="cascadekit record"))
     parsed = _parser().parse_args(args)
     return _guarded(f"cascadekit {parsed.command}", lambda: int(parsed.handler(parsed)))
-

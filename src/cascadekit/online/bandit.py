@@ -158,7 +158,6 @@ class LinUCBRouter(_LinearBandit):
         return float(self.alpha) * sigma
 
 
-
 class ThompsonRouter(_LinearBandit):
     """Thompson sampling per model over projected embeddings: P(correct) drawn from a Gaussian posterior.
 
@@ -228,4 +227,3 @@ class ThompsonRouter(_LinearBandit):
 
     def _explore(self, sigma: torch.Tensor) -> torch.Tensor:
         return float(self.scale) * sigma * self._noise(*sigma.shape)
-
