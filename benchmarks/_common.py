@@ -69,3 +69,8 @@ def mmlu_pro_with_embeddings(data: Path) -> tuple[Any, torch.Tensor]:
     row_of = {i: k for k, i in enumerate(ids)}
     x = HFEmbedder("unused", cache_file=embeddings).embed([texts[row_of[i]] for i in o.item_ids]).double()
     return o, x
+
+
+def trade_off_grid(stream: Any) -> torch.Tensor:
+    """The 256 error costs E (log-spaced, 0.1x to 1000x the stream's mean price) the hindsight policies sweep."""
+    return float(stream.prices.mean()) * torch.logspace(-1, 3, 256, dtype=torch.float64)

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 import cascadekit as ck
-from _common import emit, mmlu_pro_with_embeddings, replace_between_markers
+from _common import emit, mmlu_pro_with_embeddings, replace_between_markers, trade_off_grid
 from cascadekit.datasets import load_shipped_items
 from cascadekit.online import Budget, LinUCBRouter, ThompsonRouter
 from cascadekit.online.replay import cost_at_accuracy, make_stream, plot_replay, policy_curve, replay
@@ -64,17 +64,13 @@ def _router(kind: str, e: float, seed: int, budget: Budget | None = None, forget
     return ThompsonRouter(e, e, scale=0.1, n_components=8, forget=forget, budget=budget, seed=seed, **extra)
 
 
-def _grid(s: Any) -> torch.Tensor:
-    return float(s.prices.mean()) * torch.logspace(-1, 3, 256, dtype=torch.float64)
-
-
 def _random_order(o: ck.Outcomes, x: torch.Tensor, seed: int) -> dict[str, Any]:
     s = make_stream(o, seed=seed)
     n = len(s)
     warm = int(0.05 * n)
     xs = x[s.order]
     ev = torch.arange(warm, n)
-    grid = _grid(s)
+    grid = trade_off_grid(s)
     same = policy_curve(xs, s.correct, s.prices, ev, ev, c_errors=grid, n_components=8)
     rich = policy_curve(xs, s.correct, s.prices, ev, ev, c_errors=grid, n_components=32)
     singles = policy_curve(xs, s.correct, s.prices, ev, ev, c_errors=[])
@@ -121,13 +117,13 @@ def _drift(o: ck.Outcomes, x: torch.Tensor, seed: int) -> dict[str, Any]:
         s.prices,
         torch.arange(warm),
         torch.arange(warm, n),
-        c_errors=_grid(s),
+        c_errors=trade_off_grid(s),
         n_components=8,
         single_models=False,
     )
     rest = torch.arange(warm, n)
     hindsight = policy_curve(
-        xs, s.correct, s.prices, rest, rest, c_errors=_grid(s), n_components=8, single_models=False
+        xs, s.correct, s.prices, rest, rest, c_errors=trade_off_grid(s), n_components=8, single_models=False
     )
     out: dict[str, Any] = {}
     for kind, forget in (("LinUCB", 1.0), ("LinUCB", 0.999), ("LinUCB per-model", 1.0), ("LinUCB per-model", 0.999)):

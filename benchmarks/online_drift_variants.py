@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from _common import emit, mmlu_pro_with_embeddings
+from _common import emit, mmlu_pro_with_embeddings, trade_off_grid
 from cascadekit.online import LinUCBRouter
 from cascadekit.online.replay import cost_at_accuracy, make_stream, policy_curve, replay
 
@@ -83,7 +83,7 @@ def main() -> None:
         s = make_stream(o, seed=seed, order="blocks", drift_model="DeepSeek-Coder-V2", drift_drop=0.2)
         n = len(s)
         warm = int(0.1 * n)
-        grid = float(s.prices.mean()) * torch.logspace(-1, 3, 256, dtype=torch.float64)
+        grid = trade_off_grid(s)
         static = policy_curve(
             x[s.order], s.correct, s.prices, torch.arange(warm), torch.arange(warm, n), c_errors=grid,
             n_components=8, single_models=False,

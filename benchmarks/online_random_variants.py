@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from _common import emit, mmlu_pro_with_embeddings
+from _common import emit, mmlu_pro_with_embeddings, trade_off_grid
 from cascadekit.online import LinUCBRouter, ThompsonRouter
 from cascadekit.online.replay import cost_at_accuracy, make_stream, policy_curve
 
@@ -71,7 +71,7 @@ def main() -> None:
     warm = int(0.05 * n)
     xs = x[s.order]
     ev = torch.arange(warm, n)
-    grid = float(s.prices.mean()) * torch.logspace(-1, 3, 256, dtype=torch.float64)
+    grid = trade_off_grid(s)
     same = policy_curve(xs, s.correct, s.prices, ev, ev, c_errors=grid, n_components=8)
 
     def ratio(router: Any, feedback: str) -> dict[str, float]:
